@@ -1,0 +1,223 @@
+"""The core's inputs, events and results: frozen dataclasses with no transport in them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+JsonObject: TypeAlias = Mapping[str, Any]
+"""A JSON object as plain Python values (what `google.protobuf.Struct` converts to)."""
+
+
+class AgentType(StrEnum):
+    """The built-in agents."""
+
+    SIMPLIFIER = "simplifier"
+    TESTER = "tester"
+    CONVO_STARTER = "convo_starter"
+    SUMMARIZER = "summarizer"
+    DOCUMENTATION = "documentation"
+    CHAT_ASSISTANT = "chat_assistant"
+
+
+class ChainMode(StrEnum):
+    """How a chain runs its steps."""
+
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+
+
+@dataclass(frozen=True)
+class SavedAgent:
+    """The parts of a saved agent definition that change how it runs."""
+
+    id: str
+    name: str
+    base_type: AgentType
+    system_prompt: str = ""
+    """Appended to the base type's instructions."""
+    tools: tuple[str, ...] = ()
+    """Tool names the agent may call; empty means all."""
+    revision: int = 1
+    """Grows on every edit, so results of an older definition are never reused."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One agent over one repository."""
+
+    repository: str
+    """A directory name under the repositories root."""
+    agent_type: AgentType
+    """For a saved agent: its base type."""
+    query: str
+    context: JsonObject = field(default_factory=dict)
+    saved_agent: SavedAgent | None = None
+    earlier_results: tuple[AgentResult, ...] = ()
+    """Results of earlier chain steps this agent should build on."""
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """One agent of a chain."""
+
+    agent_type: AgentType
+    saved_agent: SavedAgent | None = None
+
+
+@dataclass(frozen=True)
+class ChainRequest:
+    """Several agents over one repository, in order or at once."""
+
+    repository: str
+    steps: tuple[ChainStep, ...]
+    query: str
+    context: JsonObject = field(default_factory=dict)
+    mode: ChainMode = ChainMode.SEQUENTIAL
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Model usage, summable."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    tool_calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.requests + other.requests,
+            self.tool_calls + other.tool_calls,
+        )
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One row of the simplifier's suggestions table."""
+
+    location: str
+    """`path:line`."""
+    symbol: str
+    issue: str
+    suggestion: str
+    score: float = 0.0
+    """Higher is more worth doing first."""
+
+
+@dataclass(frozen=True)
+class ProposedFile:
+    """A file an agent proposes (never written to the repository)."""
+
+    path: str
+    content: str
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """The result of one agent, the same shape for every type."""
+
+    agent_type: AgentType
+    content: str
+    """Markdown; equal to the concatenation of the run's text deltas."""
+    metadata: JsonObject = field(default_factory=dict)
+    confidence: float = 0.0
+    """0..1: how well the answer is supported by what the tools returned."""
+    sources: tuple[str, ...] = ()
+    suggestions: tuple[Suggestion, ...] = ()
+    test_files: tuple[ProposedFile, ...] = ()
+    next_actions: tuple[str, ...] = ()
+    condensed_summary: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    duration_s: float = 0.0
+    agent_id: str = ""
+    """Set when a saved agent produced it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Tagged:
+    step: int | None = None
+    """The 0-based chain step the event belongs to; None outside chains and for chain-level events."""
+    agent_type: AgentType | None = None
+    """The agent (or the step's agent) that produced the event."""
+
+
+@dataclass(frozen=True)
+class Started(_Tagged):
+    """The run began."""
+
+    model: str
+    step_count: int = 1
+
+
+@dataclass(frozen=True)
+class TextDelta(_Tagged):
+    """More answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall(_Tagged):
+    """The model called a tool."""
+
+    call_id: str
+    name: str
+    args_json: str
+
+
+@dataclass(frozen=True)
+class ToolResult(_Tagged):
+    """A tool answered; `content` is shortened for the stream."""
+
+    call_id: str
+    name: str
+    content: str
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Completed(_Tagged):
+    """A single-agent run finished."""
+
+    result: AgentResult
+
+
+@dataclass(frozen=True)
+class StepStarted(_Tagged):
+    """A chain step began."""
+
+    agent_id: str = ""
+
+
+@dataclass(frozen=True)
+class StepCompleted(_Tagged):
+    """A chain step finished."""
+
+    result: AgentResult
+
+
+@dataclass(frozen=True)
+class ChainCompleted(_Tagged):
+    """A chain finished."""
+
+    results: tuple[AgentResult, ...]
+    final_context: JsonObject
+
+
+Event: TypeAlias = (
+    Started
+    | TextDelta
+    | ToolCall
+    | ToolResult
+    | Completed
+    | StepStarted
+    | StepCompleted
+    | ChainCompleted
+)
+"""Everything a runner yields, in the order it happened."""
