@@ -1,12 +1,14 @@
 """The core's exceptions; `woolly_grpc.errors` maps them to gRPC status codes.
 
-    WoollyError
-    ├── InvalidInput        a request field is wrong; carries one FieldViolation per field
-    ├── NotFound            an unknown repository, run, saved agent, or a cache-only miss
-    ├── AlreadyExists       a saved agent with that name exists
-    ├── FailedPrecondition  the request is valid but cannot run now (an inactive saved agent)
-    ├── Overloaded          more concurrent runs than allowed; retry later
-    └── Unavailable         a dependency (model provider, MCP server) failed; retryable or not
+WoollyError
+├── InvalidInput        a request field is wrong; carries one FieldViolation per field
+├── NotFound            an unknown repository, run, saved agent, or a cache-only miss
+├── AlreadyExists       a saved agent with that name exists
+├── FailedPrecondition  the request is valid but cannot run now (an inactive saved agent)
+├── Overloaded          more concurrent runs than allowed; retry later
+├── LimitExceeded       a run used more model requests or tool calls than allowed
+├── ModelFailed         the model answered with something unusable
+└── Unavailable         a dependency (model provider, MCP server) failed; retryable or not
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ class Overloaded(WoollyError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class LimitExceeded(WoollyError):
+    """A run went over a per-run limit (model requests, tool calls, tokens)."""
+
+
+class ModelFailed(WoollyError):
+    """The model's answer could not be used (malformed output, retries exhausted)."""
 
 
 class Unavailable(WoollyError):

@@ -142,7 +142,7 @@ class AgentResult:
 @dataclass(frozen=True, kw_only=True)
 class _Tagged:
     step: int | None = None
-    """The 0-based chain step the event belongs to; None outside chains and for chain-level events."""
+    """The 0-based chain step of the event; None outside chains and for chain-level events."""
     agent_type: AgentType | None = None
     """The agent (or the step's agent) that produced the event."""
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages the project needs that pip cannot provide. Installs only what is missing.
+set -euo pipefail
+missing=()
+command -v npm >/dev/null || missing+=(nodejs npm)
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing system packages: ${missing[*]} (install them, or run this as root)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

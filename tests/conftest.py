@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pydantic_ai.models
+import pytest
+import pytest_asyncio
+
+from woolly_grpc.config import Settings
+from woolly_grpc.testing import RunningServer, running_server
+
+# The only fake is the model, and it is always local: no test may reach a provider.
+pydantic_ai.models.ALLOW_MODEL_REQUESTS = False
+
+REPOS_ROOT = Path(__file__).parent / "fixtures" / "repos"
+
+
+@pytest.fixture(scope="session")
+def repos_root() -> Path:
+    return REPOS_ROOT
+
+
+@pytest.fixture(scope="session")
+def settings(repos_root: Path) -> Settings:
+    return Settings(repos_root=repos_root)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """One real server with the local engine, shared by the session."""
+    async with running_server(settings) as running:
+        yield running

@@ -1,0 +1,68 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc import aio
+from grpc_health.v1 import health_pb2_grpc
+from grpc_status import rpc_status
+
+from woolly_grpc._gen.woolly.v1 import agent_pb2
+from woolly_grpc.client import agent_type_value
+
+ALL_TYPES = [n.removeprefix("AGENT_TYPE_").lower() for n in agent_pb2.AgentType.keys()][1:]
+
+
+async def assert_eventually(
+    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0, every: float = 0.01
+) -> None:
+    """Wait until `check()` is true; fail after `timeout` seconds (a bound, not a sync sleep)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(every)
+
+
+def violations(error: aio.AioRpcError) -> dict[str, str]:
+    """The BadRequest field violations of an error, as {field: description}."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no status details in {error!r}"
+    found: dict[str, str] = {}
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            found.update({v.field: v.description for v in bad_request.field_violations})
+    return found
+
+
+def code_of(error: BaseException) -> grpc.StatusCode:
+    assert isinstance(error, aio.AioRpcError), error
+    return error.code()
+
+
+def type_value(name: str) -> Any:
+    return agent_type_value(name)
+
+
+def event_kinds(messages: Sequence[Any]) -> list[str]:
+    return [m.WhichOneof("event") for m in messages]
+
+
+def health_stub(channel: aio.Channel) -> Any:
+    """The health stub (its type stubs omit the RPC attributes)."""
+    return health_pb2_grpc.HealthStub(channel)
+
+
+def details(error: aio.AioRpcError) -> str:
+    return error.details() or ""

@@ -1,0 +1,134 @@
+"""Runs outlive their stream: GetRun, WatchRun replay and follow, CancelRun, RetryRun."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from tests.helpers import type_value
+from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
+from woolly_grpc.config import Settings
+from woolly_grpc.testing import RunningServer, running_server
+
+
+def stream_request(agent: str = "summarizer"):
+    return agent_service_pb2.StreamExecuteRequest(
+        repository_name="calculator", agent_type=type_value(agent), user_query="what is it?"
+    )
+
+
+async def test_watch_replays_a_finished_run_from_any_point(server: RunningServer) -> None:
+    original = [m async for m in server.stub.StreamExecute(stream_request(), timeout=30)]
+    run_id = original[0].run_id
+
+    def watch(after: int):
+        request = agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
+        return server.stub.WatchRun(request, timeout=10)
+
+    replay = [m async for m in watch(0)]
+    tail = [m async for m in watch(3)]
+
+    assert [m.SerializeToString() for m in replay] == [m.SerializeToString() for m in original]
+    assert [m.sequence for m in tail] == [m.sequence for m in original[3:]]
+    assert tail[-1].completed.result == original[-1].completed.result
+
+
+async def read_rest(call) -> list[Any]:
+    """The remaining messages of a call already read with read() (the styles do not mix)."""
+    messages = []
+    while (message := await call.read()) is not aio.EOF:
+        messages.append(message)
+    return messages
+
+
+class Gate:
+    """A model that streams one chunk, then waits for the test to open the gate."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.calls = 0
+        self.cancelled = asyncio.Event()
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        self.calls += 1
+        yield "part one. "
+        try:
+            await self.open.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        yield "part two."
+
+
+@pytest.fixture
+async def gated(settings: Settings):
+    gate = Gate()
+    async with running_server(settings, model=FunctionModel(stream_function=gate.stream)) as srv:
+        yield srv, gate
+
+
+async def test_watch_follows_a_running_run_live(gated) -> None:
+    srv, gate = gated
+    call = srv.stub.StreamExecute(stream_request(), timeout=30)
+    first = [await call.read(), await call.read()]  # started, "part one."
+    run_id = first[0].run_id
+    assert (await srv.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=run_id))).run.status == (
+        run_pb2.RUN_STATUS_RUNNING
+    )
+
+    watcher = srv.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=1))
+    assert (await watcher.read()).text_delta.text == "part one. "
+    gate.open.set()
+    rest = await read_rest(watcher)
+    original_rest = await read_rest(call)
+
+    assert [m.WhichOneof("event") for m in rest] == ["text_delta", "completed"]
+    assert rest[-1].completed.result.content == "part one. part two."
+    assert [m.sequence for m in rest] == [m.sequence for m in original_rest]
+    assert gate.calls == 1, "watching never reruns the model"
+
+
+async def test_cancel_run_stops_the_model_and_tells_everyone(gated) -> None:
+    srv, gate = gated
+    call = srv.stub.StreamExecute(stream_request(), timeout=30)
+    run_id = (await call.read()).run_id
+    await call.read()  # the model is now waiting at the gate
+    watcher = srv.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=run_id))
+
+    run = (await srv.stub.CancelRun(agent_service_pb2.CancelRunRequest(run_id=run_id))).run
+
+    assert gate.cancelled.is_set()
+    assert run.status == run_pb2.RUN_STATUS_CANCELLED
+    assert run.cancel_reason == run_pb2.CANCEL_REASON_EXPLICIT
+    assert run.partial_content == "part one. "
+    with pytest.raises(aio.AioRpcError) as caught:
+        await read_rest(call)
+    assert caught.value.code() == grpc.StatusCode.CANCELLED
+    events = await read_rest(watcher)
+    assert events[-1].cancelled.reason == run_pb2.CANCEL_REASON_EXPLICIT
+
+
+async def test_retry_starts_a_new_run_with_the_same_request(server: RunningServer) -> None:
+    original = await server.stub.Execute(
+        agent_service_pb2.ExecuteRequest(
+            repository_name="calculator", agent_type=type_value("tester"), user_query="tests?"
+        ),
+        timeout=30,
+    )
+
+    retried = (
+        await server.stub.RetryRun(agent_service_pb2.RetryRunRequest(run_id=original.run_id))
+    ).run
+    events = [
+        m async for m in server.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=retried.id))
+    ]
+
+    assert retried.id != original.run_id and retried.method == "Execute"
+    assert events[-1].completed.result.content == original.result.content

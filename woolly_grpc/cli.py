@@ -1,0 +1,205 @@
+"""The `woolly-grpc` command: `serve`, and client subcommands that print streamed text live."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc import aio
+from grpc_status import rpc_status
+from pydantic import ValidationError
+
+from ._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
+from .client import WoollyClient
+from .config import Settings, describe_error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    try:
+        return asyncio.run(_client_command(args))
+    except aio.AioRpcError as exc:
+        print(_describe_rpc_error(exc), file=sys.stderr)
+        return 1
+    except (ValueError, json.JSONDecodeError) as exc:
+        print(f"woolly-grpc: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="woolly-grpc", description="Woolly's code-analysis agents over gRPC."
+    )
+    parser.add_argument(
+        "--target", default="localhost:50051", help="server address (default %(default)s)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server (flags override WOOLLY_* settings)")
+    for name, info in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        serve.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=info.description)
+
+    commands.add_parser("types", help="list the built-in agent types")
+    for name, text in (
+        ("execute", "run one agent, print its result"),
+        ("stream", "stream one agent"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("repository")
+        sub.add_argument("agent_type", help="e.g. summarizer, chat_assistant")
+        sub.add_argument("query")
+        _add_call_options(sub)
+    chain = commands.add_parser("chain", help="run several agents, streaming every step")
+    chain.add_argument("repository")
+    chain.add_argument("agent_types", help="comma-separated, e.g. summarizer,tester")
+    chain.add_argument("query")
+    chain.add_argument("--parallel", action="store_true", help="run the steps at once")
+    _add_call_options(chain)
+
+    run = commands.add_parser("run", help="inspect or control a run")
+    run.add_argument("action", choices=["get", "watch", "cancel", "retry"])
+    run.add_argument("run_id")
+    run.add_argument("--after", type=int, default=0, help="watch: replay events after this one")
+    return parser
+
+
+def _add_call_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--context", default="{}", help="a JSON object of extra facts")
+    parser.add_argument("--json", action="store_true", help="print protobuf JSON, not text")
+    parser.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import StartupError, serve  # the server's imports are only needed here
+
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        print(f"woolly-grpc: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"woolly-grpc: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    async with WoollyClient(args.target) as client:
+        if args.command == "types":
+            for info in await client.agent_types():
+                print(f"{info.name:<16} {info.description}")
+            return 0
+        if args.command == "run":
+            return await _run_command(client, args)
+        context = json.loads(args.context)
+        if not isinstance(context, dict):
+            raise ValueError("--context must be a JSON object")
+        if args.command == "execute":
+            response = await client.execute(
+                args.repository, args.agent_type, args.query, context=context, timeout=args.timeout
+            )
+            _print_result(response.result, as_json=args.json)
+            print(f"[run {response.run_id}]", file=sys.stderr)
+            return 0
+        if args.command == "stream":
+            events = client.stream(
+                args.repository, args.agent_type, args.query, context=context, timeout=args.timeout
+            )
+            async for message in events:
+                _print_event(message, as_json=args.json)
+            return 0
+        chain = client.chain(
+            args.repository,
+            args.agent_types.split(","),
+            args.query,
+            context=context,
+            parallel=args.parallel,
+            timeout=args.timeout,
+        )
+        async for chain_message in chain:
+            _print_event(chain_message, as_json=args.json, parallel=args.parallel)
+        return 0
+
+
+async def _run_command(client: WoollyClient, args: argparse.Namespace) -> int:
+    if args.action == "watch":
+        async for message in client.watch_run(args.run_id, args.after):
+            _print_event(message, as_json=False)
+        return 0
+    action = {"get": client.get_run, "cancel": client.cancel_run, "retry": client.retry_run}
+    run = await action[args.action](args.run_id)
+    print(json_format.MessageToJson(run, preserving_proto_field_name=True))
+    return 0 if run.status != run_pb2.RUN_STATUS_FAILED else 1
+
+
+def _print_result(result: agent_pb2.AgentResult, *, as_json: bool) -> None:
+    if as_json:
+        print(json_format.MessageToJson(result, preserving_proto_field_name=True))
+    else:
+        print(result.content)
+
+
+def _print_event(message: Any, *, as_json: bool, parallel: bool = False) -> None:
+    """Print one streamed event: text as it arrives, tools and steps as short notes on stderr."""
+    if as_json:
+        print(json_format.MessageToJson(message, indent=None, preserving_proto_field_name=True))
+        return
+    kind = message.WhichOneof("event")
+    step = (
+        f"step {message.step_index} "
+        if isinstance(message, _STEPPED) and message.HasField("step_index")
+        else ""
+    )
+    if kind == "text_delta" and not parallel:
+        sys.stdout.write(message.text_delta.text)
+        sys.stdout.flush()
+    elif kind == "tool_call":
+        print(
+            f"[{step}tool] {message.tool_call.name}({message.tool_call.args_json})", file=sys.stderr
+        )
+    elif kind == "step_started":
+        agent = agent_pb2.AgentType.Name(message.agent_type).removeprefix("AGENT_TYPE_").lower()
+        print(f"\n── {step}: {agent} ──", file=sys.stderr)
+    elif kind == "step_completed" and parallel:
+        print(f"\n── {step}result ──\n{message.step_completed.result.content}")
+    elif kind in ("completed", "chain_completed"):
+        print(f"\n[run {message.run_id} done]", file=sys.stderr)
+    elif kind == "failed":
+        print(f"\n[run failed: {message.failed.message}]", file=sys.stderr)
+    elif kind == "cancelled":
+        reason = run_pb2.CancelReason.Name(message.cancelled.reason)
+        print(f"\n[run cancelled: {reason}]", file=sys.stderr)
+
+
+_STEPPED = (agent_service_pb2.ExecuteChainResponse, agent_service_pb2.WatchRunResponse)
+
+
+def _describe_rpc_error(exc: aio.AioRpcError) -> str:
+    code = exc.code().name if isinstance(exc.code(), grpc.StatusCode) else str(exc.code())
+    lines = [f"woolly-grpc: {code}: {exc.details()}"]
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # accepts AioRpcError
+    for detail in status.details if status else []:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            lines += [f"  {v.field}: {v.description}" for v in bad_request.field_violations]
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Settings: every knob of the server, read once from `WOOLLY_*` variables or `serve` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The server's configuration; tests construct it directly, nothing reads os.environ."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WOOLLY_",
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free one."""
+    model: str = "local"
+    """`local` (the offline engine) or a pydantic-ai model name such as `openai:gpt-4o-mini`."""
+    repos_root: Path = Path()
+    """The directory whose subdirectories are the repositories the tools may read."""
+    mcp_url: str | None = None
+    """An MCP server (streamable HTTP) whose tools replace the built-in repository tools."""
+    max_query_chars: int = Field(100_000, ge=1)
+    """Longest accepted `user_query`, in characters."""
+    max_context_bytes: int = Field(256 * 1024, ge=2)
+    """Largest accepted `context`, as compact JSON."""
+    max_chain_steps: int = Field(10, ge=1)
+    """Most agents in one chain."""
+    max_concurrent_runs: int = Field(64, ge=1)
+    """Most runs executing at once on this replica; more get RESOURCE_EXHAUSTED."""
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Largest accepted gRPC message (above the field limits, so they get a clear answer)."""
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight calls may take to finish before they are cancelled."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the server."""
+
+    @field_validator("repos_root")
+    @classmethod
+    def _repos_root_is_a_directory(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value.resolve()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming each bad setting as its environment variable, e.g. for start-up errors."""
+    parts = []
+    for item in error.errors():
+        field = "_".join(str(p) for p in item["loc"])
+        parts.append(f"WOOLLY_{field.upper()} (--{field.replace('_', '-')}): {item['msg']}")
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,208 @@
+"""Protobuf ⇄ core types: the only module that knows both the wire format and the core."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeAlias
+
+from google.protobuf import json_format, struct_pb2
+
+from ._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
+from .core import (
+    AGENT_SPECS,
+    AgentResult,
+    AgentType,
+    ChainCompleted,
+    ChainMode,
+    ChainRequest,
+    ChainStep,
+    Completed,
+    Event,
+    InvalidInput,
+    RunRequest,
+    Started,
+    StepCompleted,
+    StepStarted,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+
+SingleAgentRequest: TypeAlias = (
+    agent_service_pb2.ExecuteRequest | agent_service_pb2.StreamExecuteRequest
+)
+"""Execute and StreamExecute take the same fields."""
+
+
+def agent_type_from_proto(value: int, field: str) -> AgentType:
+    """The core AgentType of a proto enum value; INVALID_ARGUMENT for unspecified or unknown."""
+    names: dict[int, str] = {v: n for n, v in agent_pb2.AgentType.items()}
+    if value == agent_pb2.AGENT_TYPE_UNSPECIFIED or value not in names:
+        choices = ", ".join(_proto_name(t) for t in AgentType)
+        raise InvalidInput.one(field, f"must be one of {choices} (got {value})")
+    return AgentType(names[value].removeprefix("AGENT_TYPE_").lower())
+
+
+def agent_type_to_proto(agent_type: AgentType) -> agent_pb2.AgentType.ValueType:
+    """The proto enum value of a core AgentType."""
+    return agent_pb2.AgentType.Value(_proto_name(agent_type))
+
+
+def _proto_name(agent_type: AgentType) -> str:
+    return f"AGENT_TYPE_{agent_type.name}"
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain Python values (numbers come back as floats)."""
+    return json_format.MessageToDict(struct)
+
+
+def dict_to_struct(values: dict[str, Any] | Any) -> struct_pb2.Struct:
+    """Plain JSON-like values as a Struct."""
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
+
+
+def run_request(request: SingleAgentRequest) -> RunRequest:
+    """The core request of an Execute / StreamExecute call."""
+    if request.WhichOneof("agent") == "agent_id":
+        raise NotImplementedError("saved agents (agent_id) are not implemented yet")
+    return RunRequest(
+        repository=request.repository_name,
+        agent_type=agent_type_from_proto(request.agent_type, "agent_type"),
+        query=request.user_query,
+        context=struct_to_dict(request.context),
+    )
+
+
+def chain_request(request: agent_service_pb2.ExecuteChainRequest) -> tuple[ChainRequest, str]:
+    """The core request of an ExecuteChain call, and the field that listed its steps."""
+    if request.agent_chain and request.steps:
+        raise InvalidInput.one("steps", "give the agents as agent_chain or as steps, not both")
+    if request.steps:
+        if any(step.WhichOneof("agent") == "agent_id" for step in request.steps):
+            raise NotImplementedError("saved agents (agent_id) are not implemented yet")
+        field = "steps"
+        steps = tuple(
+            ChainStep(agent_type_from_proto(step.agent_type, f"steps[{i}].agent_type"))
+            for i, step in enumerate(request.steps)
+        )
+    else:
+        field = "agent_chain"
+        steps = tuple(
+            ChainStep(agent_type_from_proto(value, f"agent_chain[{i}]"))
+            for i, value in enumerate(request.agent_chain)
+        )
+    mode = (
+        ChainMode.PARALLEL
+        if request.mode == agent_pb2.CHAIN_MODE_PARALLEL
+        else ChainMode.SEQUENTIAL
+    )
+    chain = ChainRequest(
+        repository=request.repository_name,
+        steps=steps,
+        query=request.user_query,
+        context=struct_to_dict(request.context),
+        mode=mode,
+    )
+    return chain, field
+
+
+def usage_to_proto(usage: Usage) -> agent_pb2.Usage:
+    """The proto Usage."""
+    return agent_pb2.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        requests=usage.requests,
+        tool_calls=usage.tool_calls,
+    )
+
+
+def result_to_proto(result: AgentResult) -> agent_pb2.AgentResult:
+    """The proto AgentResult."""
+    message = agent_pb2.AgentResult(
+        agent_type=agent_type_to_proto(result.agent_type),
+        content=result.content,
+        metadata=dict_to_struct(dict(result.metadata)),
+        confidence=result.confidence,
+        sources=result.sources,
+        suggestions_table=[
+            agent_pb2.Suggestion(
+                location=s.location,
+                symbol=s.symbol,
+                issue=s.issue,
+                suggestion=s.suggestion,
+                score=s.score,
+            )
+            for s in result.suggestions
+        ],
+        test_files_created=[
+            agent_pb2.ProposedFile(path=f.path, content=f.content) for f in result.test_files
+        ],
+        next_actions=result.next_actions,
+        usage=usage_to_proto(result.usage),
+        model=result.model,
+        agent_id=result.agent_id,
+    )
+    message.duration.FromTimedelta(timedelta(seconds=result.duration_s))
+    if result.condensed_summary is not None:
+        message.condensed_summary = result.condensed_summary
+    return message
+
+
+def event_to_proto(run_id: str, sequence: int, event: Event) -> agent_service_pb2.WatchRunResponse:
+    """One run event as a WatchRunResponse (wire-compatible with the other stream responses)."""
+    message = agent_service_pb2.WatchRunResponse(run_id=run_id, sequence=sequence)
+    if event.step is not None:
+        message.step_index = event.step
+    if event.agent_type is not None:
+        message.agent_type = agent_type_to_proto(event.agent_type)
+    match event:
+        case Started():
+            message.started.CopyFrom(
+                run_pb2.RunStarted(model=event.model, step_count=event.step_count)
+            )
+        case TextDelta():
+            message.text_delta.text = event.text
+        case ToolCall():
+            message.tool_call.CopyFrom(
+                run_pb2.ToolCall(
+                    tool_call_id=event.call_id, name=event.name, args_json=event.args_json
+                )
+            )
+        case ToolResult():
+            message.tool_result.CopyFrom(
+                run_pb2.ToolResult(
+                    tool_call_id=event.call_id,
+                    name=event.name,
+                    content=event.content,
+                    truncated=event.truncated,
+                )
+            )
+        case Completed():
+            message.completed.result.CopyFrom(result_to_proto(event.result))
+        case StepStarted():
+            message.step_started.agent_id = event.agent_id
+        case StepCompleted():
+            message.step_completed.result.CopyFrom(result_to_proto(event.result))
+        case ChainCompleted():
+            message.chain_completed.results.extend(result_to_proto(r) for r in event.results)
+            message.chain_completed.final_context.CopyFrom(
+                dict_to_struct(dict(event.final_context))
+            )
+    return message
+
+
+def agent_type_infos() -> list[agent_service_pb2.AgentTypeInfo]:
+    """ListAgentTypes' answer: every built-in type with what it does."""
+    return [
+        agent_service_pb2.AgentTypeInfo(
+            agent_type=agent_type_to_proto(spec.agent_type),
+            name=spec.agent_type.value,
+            description=spec.description,
+            capabilities=spec.capabilities,
+        )
+        for spec in AGENT_SPECS.values()
+    ]

@@ -1,0 +1,102 @@
+"""Core exceptions → gRPC status (code, message, google.rpc details), in one table."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc import aio
+from grpc_status import rpc_status
+
+from .core import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidInput,
+    LimitExceeded,
+    ModelFailed,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
+
+_log = logging.getLogger(__name__)
+
+# The first matching class wins, so subclasses come before their bases.
+_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ModelFailed, grpc.StatusCode.INTERNAL),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
+]
+
+
+def to_status(exc: BaseException, run_id: str = "") -> status_pb2.Status:
+    """The google.rpc.Status a caller gets for `exc`; unknown exceptions become INTERNAL."""
+    code = next((code for cls, code in _CODES if isinstance(exc, cls)), None)
+    if isinstance(exc, Unavailable) and not exc.retryable:
+        code = grpc.StatusCode.FAILED_PRECONDITION
+    if code is None:
+        # A bug: the caller gets an id to quote, the traceback stays in our log.
+        _log.error("unexpected error in run %s", run_id or "-", exc_info=exc)
+        where = f" (run {run_id})" if run_id else ""
+        return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error{where}")
+    status = status_pb2.Status(code=code.value[0], message=str(exc))
+    if isinstance(exc, InvalidInput):
+        _pack(
+            status,
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            ),
+        )
+    if isinstance(exc, Overloaded):
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=exc.retry_after_s))
+        _pack(status, error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
+
+
+def _pack(status: status_pb2.Status, detail: Message) -> None:
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    status.details.append(packed)
+
+
+async def abort(context: aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
+    """End the call with `status` (raises grpc's AbortError)."""
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+class map_core_errors:
+    """Turn an exception raised inside the block into the call's gRPC status (and abort).
+
+    Its `__aexit__` never swallows, so type checkers know the block either completes or raises.
+    """
+
+    def __init__(self, context: aio.ServicerContext[Any, Any], run_id: str = "") -> None:
+        self.context = context
+        self.run_id = run_id
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, aio.AbortError):
+            await abort(self.context, to_status(exc, self.run_id))

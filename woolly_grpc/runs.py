@@ -1,0 +1,239 @@
+"""Runs: every execution is a task appending numbered events to a log that any reader follows.
+
+The RPC that starts a run is only its first reader; WatchRun is another. A run's log holds
+serialized WatchRunResponse messages, which are wire-compatible with the StreamExecute and
+ExecuteChain responses, so every reader handles every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+
+from . import convert
+from ._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
+from .core import (
+    AgentType,
+    ChainCompleted,
+    Completed,
+    Event,
+    NotFound,
+    Overloaded,
+    StepCompleted,
+    TextDelta,
+    Usage,
+)
+from .errors import to_status
+
+RUN_RETENTION_S = 3600.0
+"""Finished runs are kept at least this long (unless `max_kept_runs` forces out the oldest)."""
+
+EventSource = Callable[[], AsyncIterator[Event]]
+"""Starts the core stream of a run (called once, inside the run's task)."""
+
+
+@dataclass
+class _Run:
+    record: run_pb2.Run
+    request: Message
+    """The request that started the run, for RetryRun."""
+    log: list[bytes] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    error: status_pb2.Status | None = None
+    cancel_reason: run_pb2.CancelReason.ValueType = run_pb2.CANCEL_REASON_UNSPECIFIED
+    step_results: dict[int, agent_pb2.AgentResult] = field(default_factory=dict)
+    step_usage: dict[int, Usage] = field(default_factory=dict)
+    ended_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.ended_at is not None
+
+    def notify(self) -> None:
+        # Swap before setting so that a reader waits on the event of the state it saw.
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+
+class RunManager:
+    """Starts runs, keeps their logs and records, and lets readers replay and follow them.
+
+    Args:
+        max_concurrent: Most runs executing at once; more raise Overloaded.
+        max_kept_runs: Most runs kept in memory; the oldest finished ones go first.
+    """
+
+    def __init__(self, *, max_concurrent: int, max_kept_runs: int = 10_000) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_kept_runs = max_kept_runs
+        self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self._active = 0
+        self.closing = False
+        """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
+
+    @property
+    def active(self) -> int:
+        """Runs executing now."""
+        return self._active
+
+    def start(
+        self,
+        *,
+        method: str,
+        request: Message,
+        repository: str,
+        agent_types: list[AgentType],
+        events: EventSource,
+    ) -> str:
+        """Start a run in its own task and return its id."""
+        if self._active >= self.max_concurrent:
+            raise Overloaded(
+                f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
+            )
+        run_id = uuid.uuid4().hex
+        record = run_pb2.Run(
+            id=run_id,
+            status=run_pb2.RUN_STATUS_RUNNING,
+            method=method,
+            repository_name=repository,
+            agent_types=[convert.agent_type_to_proto(t) for t in agent_types],
+        )
+        record.start_time.GetCurrentTime()
+        run = _Run(record=record, request=request)
+        self._forget_old()
+        self._runs[run_id] = run
+        self._active += 1
+        run.task = asyncio.create_task(self._drive(run, events), name=f"run-{run_id}")
+        return run_id
+
+    def get(self, run_id: str) -> run_pb2.Run:
+        """The run's current record."""
+        return self._find(run_id).record
+
+    def request_of(self, run_id: str) -> Message:
+        """The request that started the run."""
+        return self._find(run_id).request
+
+    def error_of(self, run_id: str) -> status_pb2.Status | None:
+        """The status a failed or cancelled run ended with; None otherwise."""
+        return self._find(run_id).error
+
+    async def follow(self, run_id: str, after_sequence: int = 0) -> AsyncIterator[bytes]:
+        """Yield the run's serialized events after `after_sequence`, then new ones until it ends."""
+        run = self._find(run_id)
+        position = max(after_sequence, 0)
+        while True:
+            if position < len(run.log):
+                yield run.log[position]
+                position += 1
+                continue
+            if run.done:
+                return
+            changed = run.changed
+            await changed.wait()
+
+    def cancel(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> run_pb2.Run:
+        """Cancel a running run (its model call included); a finished run is left as it is."""
+        run = self._find(run_id)
+        if self.closing and reason != run_pb2.CANCEL_REASON_EXPLICIT:
+            reason = run_pb2.CANCEL_REASON_SHUTDOWN
+        if not run.done and run.task is not None:
+            run.cancel_reason = reason
+            run.task.cancel()
+        return run.record
+
+    async def wait(self, run_id: str) -> run_pb2.Run:
+        """Wait for the run to end and return its record."""
+        async for _ in self.follow(run_id, after_sequence=len(self._find(run_id).log)):
+            pass
+        return self.get(run_id)
+
+    async def shutdown(self) -> None:
+        """Cancel every run still executing, with reason SHUTDOWN, and wait for them."""
+        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.done]
+        for run in self._runs.values():
+            if not run.done:
+                self.cancel(run.record.id, run_pb2.CANCEL_REASON_SHUTDOWN)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _find(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise NotFound("run", run_id, hint="runs are kept for an hour after they end")
+        return run
+
+    def _forget_old(self) -> None:
+        now = time.monotonic()
+        for run_id, run in list(self._runs.items()):
+            too_many = len(self._runs) >= self.max_kept_runs
+            expired = run.ended_at is not None and now - run.ended_at > RUN_RETENTION_S
+            if run.done and (too_many or expired):
+                del self._runs[run_id]
+            elif not too_many:
+                break  # runs are in start order: the rest are younger
+
+    async def _drive(self, run: _Run, events: EventSource) -> None:
+        record = run.record
+        try:
+            async for event in events():
+                self._append(run, event)
+            record.status = run_pb2.RUN_STATUS_SUCCEEDED
+        except asyncio.CancelledError:
+            # Ours to absorb: the run ends as CANCELLED, its readers are told, the task ends.
+            record.status = run_pb2.RUN_STATUS_CANCELLED
+            record.cancel_reason = run.cancel_reason or run_pb2.CANCEL_REASON_SHUTDOWN
+            run.error = status_pb2.Status(code=code_pb2.CANCELLED, message="the run was cancelled")
+            self._append_final(run, cancelled=run_pb2.RunCancelled(reason=record.cancel_reason))
+        except Exception as exc:
+            run.error = to_status(exc, record.id)
+            record.status = run_pb2.RUN_STATUS_FAILED
+            record.error.CopyFrom(run_pb2.RunError(code=run.error.code, message=run.error.message))
+            self._append_final(
+                run, failed=run_pb2.RunFailed(code=run.error.code, message=run.error.message)
+            )
+        finally:
+            record.end_time.GetCurrentTime()
+            run.ended_at = time.monotonic()
+            self._active -= 1
+            run.notify()
+
+    def _append(self, run: _Run, event: Event) -> None:
+        record = run.record
+        record.last_sequence += 1
+        message = convert.event_to_proto(record.id, record.last_sequence, event)
+        run.log.append(message.SerializeToString())
+        match event:
+            case TextDelta():
+                record.partial_content += event.text
+            case Completed() | StepCompleted():
+                step = event.step or 0
+                run.step_results[step] = convert.result_to_proto(event.result)
+                run.step_usage[step] = event.result.usage
+                del record.results[:]
+                record.results.extend(run.step_results[i] for i in sorted(run.step_results))
+                record.usage.CopyFrom(convert.usage_to_proto(sum(run.step_usage.values(), Usage())))
+            case ChainCompleted():
+                record.final_context.CopyFrom(message.chain_completed.final_context)
+        run.notify()
+
+    def _append_final(
+        self,
+        run: _Run,
+        *,
+        failed: run_pb2.RunFailed | None = None,
+        cancelled: run_pb2.RunCancelled | None = None,
+    ) -> None:
+        record = run.record
+        record.last_sequence += 1
+        message = agent_service_pb2.WatchRunResponse(
+            run_id=record.id, sequence=record.last_sequence, failed=failed, cancelled=cancelled
+        )
+        run.log.append(message.SerializeToString())

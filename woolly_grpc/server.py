@@ -1,0 +1,149 @@
+"""Build the server from Settings, and own its lifecycle: start, SERVING, SIGTERM, drain, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.models import Model
+
+from ._gen.woolly.v1 import agent_service_pb2, agent_service_pb2_grpc
+from .config import Settings
+from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits
+from .runs import RunManager
+from .service import AgentService
+
+SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The server cannot start with these settings; the message says why in one line."""
+
+
+@dataclass
+class App:
+    """A built server and the parts its lifecycle needs."""
+
+    server: aio.Server
+    health: health.aio.HealthServicer
+    runs: RunManager
+    port: int
+    """The bound port (the real one when settings.port is 0)."""
+    settings: Settings
+
+
+def build(settings: Settings, *, model: Model | None = None) -> App:
+    """Wire the agent core, runs, servicer, health and reflection into an unstarted server.
+
+    Args:
+        settings: The configuration.
+        model: Use this model instead of `settings.model` (tests pass a FunctionModel).
+    """
+    limits = Limits(
+        max_query_chars=settings.max_query_chars,
+        max_context_bytes=settings.max_context_bytes,
+        max_chain_steps=settings.max_chain_steps,
+    )
+    try:
+        runner = AgentRunner(
+            model=model or settings.model,
+            repos_root=settings.repos_root,
+            toolset=REPOSITORY_TOOLSET,
+            limits=limits,
+        )
+    except (UserError, ImportError, ValueError) as exc:
+        raise StartupError(f"cannot use model {settings.model!r}: {exc}") from exc
+    runs = RunManager(max_concurrent=settings.max_concurrent_runs)
+    server = aio.server(options=_server_options(settings))
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
+        AgentService(runner, ChainRunner(runner), runs), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    _add_reflection(server)
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {address}: {exc}") from exc
+    return App(server, health_servicer, runs, port, settings)
+
+
+def _server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        # A taken port must fail start-up, not be shared silently with another process.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+    ]
+
+
+def _add_reflection(server: aio.Server) -> None:
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    # grpcio-reflection ships only v1alpha; v1 has the same messages on another path, and
+    # current grpcurl asks v1 first.
+    v1 = reflection.aio.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        v1.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
+
+
+async def start(app: App) -> None:
+    """Start taking calls and report SERVING."""
+    await app.server.start()
+    await app.health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def stop(app: App, grace: float | None = None) -> None:
+    """NOT_SERVING at once, let in-flight calls finish within the grace, cancel the rest."""
+    grace = app.settings.shutdown_grace_s if grace is None else grace
+    await app.health.enter_graceful_shutdown()
+    app.runs.closing = True
+    await app.server.stop(grace)
+    await app.runs.shutdown()
+
+
+async def serve(settings: Settings) -> None:
+    """Run the server until SIGTERM or SIGINT; a second signal stops it without the grace."""
+    app = build(settings)
+    await start(app)
+    _log.info(
+        "serving %s on %s:%d (model %s, repositories in %s)",
+        SERVICE_NAME,
+        settings.host,
+        app.port,
+        settings.model,
+        settings.repos_root,
+    )
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if stopping:
+            _log.warning("second signal: stopping now")
+            stopping.append(loop.create_task(stop(app, grace=0)))
+            return
+        _log.info("shutting down: draining for up to %ss", settings.shutdown_grace_s)
+        stopping.append(loop.create_task(stop(app)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await app.server.wait_for_termination()
+    await asyncio.gather(*stopping)
+    _log.info("stopped")

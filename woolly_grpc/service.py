@@ -1,0 +1,178 @@
+"""The AgentService servicer: validate, convert, start or read a run, convert back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from grpc import aio
+
+from . import convert
+from ._gen.woolly.v1 import agent_service_pb2 as pb
+from ._gen.woolly.v1 import agent_service_pb2_grpc, run_pb2
+from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
+from .errors import abort, map_core_errors
+from .runs import RunManager
+
+Context: TypeAlias = aio.ServicerContext[Any, Any]
+_Streamed = TypeVar("_Streamed", pb.StreamExecuteResponse, pb.ExecuteChainResponse)
+
+
+class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
+    """One short method per RPC; the work happens in the core and in RunManager."""
+
+    def __init__(self, runner: AgentRunner, chains: ChainRunner, runs: RunManager) -> None:
+        self.runner = runner
+        self.chains = chains
+        self.runs = runs
+
+    async def ListAgentTypes(
+        self, request: pb.ListAgentTypesRequest, context: Context
+    ) -> pb.ListAgentTypesResponse:
+        return pb.ListAgentTypesResponse(agent_types=convert.agent_type_infos())
+
+    async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
+        async with map_core_errors(context):
+            run_id = self._start(request)
+        run = await self._await_end(run_id, context)
+        return pb.ExecuteResponse(run_id=run_id, result=run.results[0])
+
+    async def StreamExecute(
+        self, request: pb.StreamExecuteRequest, context: Context
+    ) -> AsyncIterator[pb.StreamExecuteResponse]:
+        async with map_core_errors(context):
+            run_id = self._start(request)
+        async for message in self._relay(run_id, context, pb.StreamExecuteResponse):
+            yield message
+
+    async def ExecuteChain(
+        self, request: pb.ExecuteChainRequest, context: Context
+    ) -> AsyncIterator[pb.ExecuteChainResponse]:
+        async with map_core_errors(context):
+            run_id = self._start(request)
+        async for message in self._relay(run_id, context, pb.ExecuteChainResponse):
+            yield message
+
+    async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
+        async with map_core_errors(context):
+            return pb.GetRunResponse(run=self.runs.get(request.run_id))
+
+    async def CancelRun(
+        self, request: pb.CancelRunRequest, context: Context
+    ) -> pb.CancelRunResponse:
+        async with map_core_errors(context):
+            self.runs.cancel(request.run_id, run_pb2.CANCEL_REASON_EXPLICIT)
+            return pb.CancelRunResponse(run=await self.runs.wait(request.run_id))
+
+    async def WatchRun(
+        self, request: pb.WatchRunRequest, context: Context
+    ) -> AsyncIterator[pb.WatchRunResponse]:
+        async with map_core_errors(context):
+            if request.after_sequence < 0:
+                raise InvalidInput.one("after_sequence", "must be 0 or more")
+            self.runs.get(request.run_id)
+        async for raw in self.runs.follow(request.run_id, request.after_sequence):
+            yield pb.WatchRunResponse.FromString(raw)
+
+    async def RetryRun(self, request: pb.RetryRunRequest, context: Context) -> pb.RetryRunResponse:
+        async with map_core_errors(context):
+            if self.runs.get(request.run_id).status == run_pb2.RUN_STATUS_RUNNING:
+                raise FailedPrecondition(f"run {request.run_id!r} is still running")
+            run_id = self._start(self.runs.request_of(request.run_id))
+            return pb.RetryRunResponse(run=self.runs.get(run_id))
+
+    async def GetServerStatus(
+        self, request: pb.GetServerStatusRequest, context: Context
+    ) -> pb.GetServerStatusResponse:
+        await _not_yet(context, "GetServerStatus", "the server status report")
+
+    async def CreateAgent(
+        self, request: pb.CreateAgentRequest, context: Context
+    ) -> pb.CreateAgentResponse:
+        await _not_yet(context, "CreateAgent", "saved agents")
+
+    async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
+        await _not_yet(context, "GetAgent", "saved agents")
+
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: Context
+    ) -> pb.ListAgentsResponse:
+        await _not_yet(context, "ListAgents", "saved agents")
+
+    async def UpdateAgent(
+        self, request: pb.UpdateAgentRequest, context: Context
+    ) -> pb.UpdateAgentResponse:
+        await _not_yet(context, "UpdateAgent", "saved agents")
+
+    async def DeleteAgent(
+        self, request: pb.DeleteAgentRequest, context: Context
+    ) -> pb.DeleteAgentResponse:
+        await _not_yet(context, "DeleteAgent", "saved agents")
+
+    def _start(self, request: Message) -> str:
+        """Validate a run request and start its run; returns the run id."""
+        if isinstance(request, pb.ExecuteChainRequest):
+            chain, steps_field = convert.chain_request(request)
+            self.chains.check(chain, steps_field)
+            return self.runs.start(
+                method="ExecuteChain",
+                request=request,
+                repository=chain.repository,
+                agent_types=[step.agent_type for step in chain.steps],
+                events=lambda: self.chains.stream(chain),
+            )
+        assert isinstance(request, pb.ExecuteRequest | pb.StreamExecuteRequest)
+        single = convert.run_request(request)
+        self.runner.check(single)
+        return self.runs.start(
+            method=type(request).__name__.removesuffix("Request"),
+            request=request,
+            repository=single.repository,
+            agent_types=[single.agent_type],
+            events=lambda: self.runner.stream(single),
+        )
+
+    async def _relay(
+        self, run_id: str, context: Context, response: type[_Streamed]
+    ) -> AsyncIterator[_Streamed]:
+        """Stream the run's events to its caller, ending with the run's own status."""
+        try:
+            async for raw in self.runs.follow(run_id):
+                message = response.FromString(raw)
+                # A failed/cancelled event uses a field reserved in these responses: the
+                # caller learns the outcome from the call's status instead.
+                if message.WhichOneof("event") is None:
+                    break
+                yield message
+        except asyncio.CancelledError:
+            self.runs.cancel(run_id, _cancel_reason(context))
+            raise
+        if (status := self.runs.error_of(run_id)) is not None:
+            await abort(context, status)
+
+    async def _await_end(self, run_id: str, context: Context) -> run_pb2.Run:
+        try:
+            run = await self.runs.wait(run_id)
+        except asyncio.CancelledError:
+            self.runs.cancel(run_id, _cancel_reason(context))
+            raise
+        if (status := self.runs.error_of(run_id)) is not None:
+            await abort(context, status)
+        return run
+
+
+def _cancel_reason(context: Context) -> run_pb2.CancelReason.ValueType:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return run_pb2.CANCEL_REASON_DEADLINE
+    return run_pb2.CANCEL_REASON_CLIENT
+
+
+async def _not_yet(context: Context, method: str, feature: str) -> NoReturn:
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet (planned: {feature})"
+    )
+    raise AssertionError("abort() raises")  # pragma: no cover
