@@ -12,11 +12,13 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from pydantic_ai.exceptions import UserError
+from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.models import Model
+from pydantic_ai.toolsets import AbstractToolset
 
 from ._gen.woolly.v1 import agent_service_pb2, agent_service_pb2_grpc
 from .config import Settings
-from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits
+from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits, RepoDeps
 from .runs import RunManager
 from .service import AgentService
 
@@ -57,7 +59,7 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         runner = AgentRunner(
             model=model or settings.model,
             repos_root=settings.repos_root,
-            toolset=REPOSITORY_TOOLSET,
+            toolset=_toolset(settings),
             limits=limits,
         )
     except (UserError, ImportError, ValueError) as exc:
@@ -76,6 +78,13 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: {exc}") from exc
     return App(server, health_servicer, runs, port, settings)
+
+
+def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
+    """The tools agents may call: the MCP server's when one is configured, else the built-ins."""
+    if settings.mcp_url:
+        return MCPToolset(settings.mcp_url, id="mcp")
+    return REPOSITORY_TOOLSET
 
 
 def _server_options(settings: Settings) -> list[tuple[str, int]]:

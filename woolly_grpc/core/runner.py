@@ -255,6 +255,9 @@ _RETRYABLE_MODEL_ERRORS = (
 )
 
 
+_MCP_CONNECT_FAILED = "Client failed to connect"
+
+
 def _core_error(exc: Exception) -> WoollyError | Exception:
     """Translate pydantic-ai's and the model provider's errors into the core's tree."""
     if isinstance(exc, ai_errors.UsageLimitExceeded):
@@ -267,4 +270,7 @@ def _core_error(exc: Exception) -> WoollyError | Exception:
         return Unavailable(f"the model provider refused the call: {exc}", retryable=False)
     if isinstance(exc, ai_errors.UnexpectedModelBehavior):
         return ModelFailed(f"the model's answer could not be used: {exc}")
+    if isinstance(exc, RuntimeError) and str(exc).startswith(_MCP_CONNECT_FAILED):
+        # fastmcp has no exception class of its own for this; its message is stable.
+        return Unavailable(f"the MCP server is unreachable: {exc}", retryable=True)
     return exc
