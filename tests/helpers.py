@@ -66,3 +66,18 @@ def health_stub(channel: aio.Channel) -> Any:
 
 def details(error: aio.AioRpcError) -> str:
     return error.details() or ""
+
+
+async def read(call: Any) -> Any:
+    """The next message of a streaming call read with read(); fails at the end of the stream."""
+    message = await call.read()
+    assert message is not aio.EOF, "the stream ended early"
+    return message
+
+
+async def read_rest(call: Any) -> list[Any]:
+    """The remaining messages of a call already read with read() (the two styles do not mix)."""
+    messages = []
+    while (message := await call.read()) is not aio.EOF:
+        messages.append(message)
+    return messages

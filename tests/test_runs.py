@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import pytest
@@ -12,7 +11,7 @@ from grpc import aio
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tests.helpers import type_value
+from tests.helpers import read, read_rest, type_value
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.testing import RunningServer, running_server
@@ -38,14 +37,6 @@ async def test_watch_replays_a_finished_run_from_any_point(server: RunningServer
     assert [m.SerializeToString() for m in replay] == [m.SerializeToString() for m in original]
     assert [m.sequence for m in tail] == [m.sequence for m in original[3:]]
     assert tail[-1].completed.result == original[-1].completed.result
-
-
-async def read_rest(call) -> list[Any]:
-    """The remaining messages of a call already read with read() (the styles do not mix)."""
-    messages = []
-    while (message := await call.read()) is not aio.EOF:
-        messages.append(message)
-    return messages
 
 
 class Gate:
@@ -77,14 +68,14 @@ async def gated(settings: Settings):
 async def test_watch_follows_a_running_run_live(gated) -> None:
     srv, gate = gated
     call = srv.stub.StreamExecute(stream_request(), timeout=30)
-    first = [await call.read(), await call.read()]  # started, "part one."
+    first = [await read(call), await read(call)]  # started, "part one."
     run_id = first[0].run_id
     assert (await srv.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=run_id))).run.status == (
         run_pb2.RUN_STATUS_RUNNING
     )
 
     watcher = srv.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=1))
-    assert (await watcher.read()).text_delta.text == "part one. "
+    assert (await read(watcher)).text_delta.text == "part one. "
     gate.open.set()
     rest = await read_rest(watcher)
     original_rest = await read_rest(call)
@@ -98,8 +89,8 @@ async def test_watch_follows_a_running_run_live(gated) -> None:
 async def test_cancel_run_stops_the_model_and_tells_everyone(gated) -> None:
     srv, gate = gated
     call = srv.stub.StreamExecute(stream_request(), timeout=30)
-    run_id = (await call.read()).run_id
-    await call.read()  # the model is now waiting at the gate
+    run_id = (await read(call)).run_id
+    await read(call)  # the model is now waiting at the gate
     watcher = srv.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=run_id))
 
     run = (await srv.stub.CancelRun(agent_service_pb2.CancelRunRequest(run_id=run_id))).run

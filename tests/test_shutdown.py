@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc import aio
-from grpc_health.v1 import health_pb2
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tests.helpers import health_stub, type_value
+from tests.helpers import assert_eventually, read, read_rest, type_value
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.config import Settings
@@ -38,20 +37,22 @@ async def test_in_flight_stream_finishes_within_the_grace(settings: Settings) ->
     await start(app)
     async with aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         call = AgentServiceStub(channel).StreamExecute(REQUEST, timeout=30)
-        assert (await call.read()).WhichOneof("event") == "started"
-        assert (await call.read()).text_delta.text == "before stop. "
+        assert (await read(call)).WhichOneof("event") == "started"
+        assert (await read(call)).text_delta.text == "before stop. "
 
         stopping = asyncio.create_task(stop(app, grace=20))
-        try:
-            health = await health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-        except aio.AioRpcError as error:  # the listener may already be closed to new calls
-            assert error.code() == grpc.StatusCode.UNAVAILABLE
-        else:
-            assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        stub = AgentServiceStub(channel)
+
+        async def new_calls_refused() -> bool:
+            try:
+                await stub.ListAgentTypes(agent_service_pb2.ListAgentTypesRequest(), timeout=5)
+            except aio.AioRpcError as error:
+                return error.code() == grpc.StatusCode.UNAVAILABLE
+            return False
+
+        await assert_eventually(new_calls_refused)
         gate.set()
-        rest = []
-        while (message := await call.read()) is not aio.EOF:
-            rest.append(message)
+        rest = await read_rest(call)
         assert [m.WhichOneof("event") for m in rest] == ["text_delta", "completed"]
         assert await call.code() == grpc.StatusCode.OK
         await stopping
@@ -78,14 +79,13 @@ async def test_runs_still_going_after_the_grace_are_cancelled_as_shutdown(
     await start(app)
     async with aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         call = AgentServiceStub(channel).StreamExecute(REQUEST, timeout=30)
-        run_id = (await call.read()).run_id
-        await call.read()
+        run_id = (await read(call)).run_id
+        await read(call)
 
         await stop(app, grace=0.2)
 
         with pytest.raises(aio.AioRpcError) as caught:
-            while await call.read() is not aio.EOF:
-                pass
+            await read_rest(call)
     assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     assert model_cancelled.is_set()
     run = app.runs.get(run_id)
