@@ -39,7 +39,7 @@ typecheck: $(STAMP) ## mypy only
 	$(BIN)/mypy
 
 test: lint ## Lint, then run the whole test suite
-	$(BIN)/pytest
+	GRPC_VERBOSITY=ERROR $(BIN)/pytest
 
 serve: $(STAMP) ## Run the server on the bundled example repositories
 	WOOLLY_REPOS_ROOT=$${WOOLLY_REPOS_ROOT:-examples/repos} $(BIN)/woolly-grpc serve

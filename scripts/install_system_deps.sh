@@ -4,6 +4,7 @@ set -euo pipefail
 missing=()
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+command -v redis-server >/dev/null || missing+=(redis-server)  # the tests start their own
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing system packages: ${missing[*]} (install them, or run this as root)" >&2

@@ -7,6 +7,7 @@ import pydantic_ai.models
 import pytest
 import pytest_asyncio
 
+from tests.redis_server import RedisServer, running_redis
 from woolly_grpc.config import Settings
 from woolly_grpc.testing import RunningServer, running_server
 
@@ -24,6 +25,13 @@ def repos_root() -> Path:
 @pytest.fixture(scope="session")
 def settings(repos_root: Path) -> Settings:
     return Settings(repos_root=repos_root)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """One real redis-server for the session (skipped where redis-server is missing)."""
+    async with running_redis() as server:
+        yield server
 
 
 @pytest_asyncio.fixture(scope="session")

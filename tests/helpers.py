@@ -81,3 +81,8 @@ async def read_rest(call: Any) -> list[Any]:
     while (message := await call.read()) is not aio.EOF:
         messages.append(message)
     return messages
+
+
+async def trailers(call: Any) -> dict[str, str]:
+    """A finished call's trailing metadata as a dict."""
+    return {key: str(value) for key, value in await call.trailing_metadata()}

@@ -72,15 +72,18 @@ async def test_tester_proposes_files_for_untested_code_only(server: RunningServe
 
 
 async def test_the_answer_is_deterministic(server: RunningServer) -> None:
-    first = await server.stub.Execute(execute_request("summarizer"), timeout=30)
-    second = await server.stub.Execute(execute_request("summarizer"), timeout=30)
+    bypass = agent_pb2.RunOptions(cache_policy=agent_pb2.CACHE_POLICY_BYPASS)
+    first = await server.stub.Execute(execute_request("summarizer", options=bypass), timeout=30)
+    second = await server.stub.Execute(execute_request("summarizer", options=bypass), timeout=30)
 
     assert first.result.content == second.result.content
     assert first.run_id != second.run_id
 
 
 async def test_get_run_returns_the_finished_run(server: RunningServer) -> None:
-    response = await server.stub.Execute(execute_request("summarizer"), timeout=30)
+    response = await server.stub.Execute(
+        execute_request("summarizer", "What is the run record?"), timeout=30
+    )
 
     run = (await server.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=response.run_id))).run
     assert run.status == run_pb2.RUN_STATUS_SUCCEEDED

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     """`local` (the offline engine) or a pydantic-ai model name such as `openai:gpt-4o-mini`."""
     repos_root: Path = Path()
     """The directory whose subdirectories are the repositories the tools may read."""
+    cache_url: str = "memory://"
+    """Where cached results and run logs live: `memory://` (this process) or `redis://host:port/db`."""
+    cache_ttl_s: float = Field(3600.0, gt=0)
+    """How long a cached result lives when the call does not say (`options.cache_ttl`)."""
     mcp_url: str | None = None
     """An MCP server (streamable HTTP) whose tools replace the built-in repository tools."""
     max_query_chars: int = Field(100_000, ge=1)
@@ -50,6 +54,13 @@ class Settings(BaseSettings):
         if not value.is_dir():
             raise ValueError(f"{value} is not a directory")
         return value.resolve()
+
+    @field_validator("cache_url")
+    @classmethod
+    def _known_cache_scheme(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("must start with memory://, redis:// or rediss://")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -19,10 +21,12 @@ from .core import (
     Completed,
     Event,
     InvalidInput,
+    ProposedFile,
     RunRequest,
     Started,
     StepCompleted,
     StepStarted,
+    Suggestion,
     TextDelta,
     ToolCall,
     ToolResult,
@@ -145,11 +149,47 @@ def result_to_proto(result: AgentResult) -> agent_pb2.AgentResult:
         usage=usage_to_proto(result.usage),
         model=result.model,
         agent_id=result.agent_id,
+        cached=result.cached,
     )
     message.duration.FromTimedelta(timedelta(seconds=result.duration_s))
     if result.condensed_summary is not None:
         message.condensed_summary = result.condensed_summary
     return message
+
+
+def result_from_proto(message: agent_pb2.AgentResult) -> AgentResult:
+    """The core AgentResult of a proto one (for results read back from the cache)."""
+    return AgentResult(
+        agent_type=agent_type_from_proto(message.agent_type, "agent_type"),
+        content=message.content,
+        metadata=struct_to_dict(message.metadata),
+        confidence=message.confidence,
+        sources=tuple(message.sources),
+        suggestions=tuple(
+            Suggestion(s.location, s.symbol, s.issue, s.suggestion, s.score)
+            for s in message.suggestions_table
+        ),
+        test_files=tuple(ProposedFile(f.path, f.content) for f in message.test_files_created),
+        next_actions=tuple(message.next_actions),
+        condensed_summary=(
+            message.condensed_summary if message.HasField("condensed_summary") else None
+        ),
+        usage=Usage(
+            message.usage.input_tokens,
+            message.usage.output_tokens,
+            message.usage.requests,
+            message.usage.tool_calls,
+        ),
+        model=message.model,
+        duration_s=message.duration.ToTimedelta().total_seconds(),
+        agent_id=message.agent_id,
+        cached=message.cached,
+    )
+
+
+def canonical_json(values: Mapping[str, Any]) -> str:
+    """The same JSON text for equal values, whatever their key order (for cache keys)."""
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def event_to_proto(run_id: str, sequence: int, event: Event) -> agent_service_pb2.WatchRunResponse:

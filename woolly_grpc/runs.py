@@ -52,6 +52,9 @@ class _Run:
     step_results: dict[int, agent_pb2.AgentResult] = field(default_factory=dict)
     step_usage: dict[int, Usage] = field(default_factory=dict)
     ended_at: float | None = None
+    readers: int = 0
+    """Callers following the run now; when the last one leaves, the run is abandoned."""
+    flight_key: str | None = None
 
     @property
     def done(self) -> bool:
@@ -71,10 +74,12 @@ class RunManager:
         max_kept_runs: Most runs kept in memory; the oldest finished ones go first.
     """
 
-    def __init__(self, *, max_concurrent: int, max_kept_runs: int = 10_000) -> None:
+    def __init__(self, *, max_concurrent: int, max_kept_runs: int = 5_000) -> None:
         self.max_concurrent = max_concurrent
         self.max_kept_runs = max_kept_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self._in_flight: dict[str, str] = {}
+        """Cache key → id of the run computing it, so identical calls share one run."""
         self._active = 0
         self.closing = False
         """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
@@ -92,8 +97,21 @@ class RunManager:
         repository: str,
         agent_types: list[AgentType],
         events: EventSource,
-    ) -> str:
-        """Start a run in its own task and return its id."""
+        flight_key: str | None = None,
+    ) -> tuple[str, bool]:
+        """Start a run in its own task; returns its id and whether it was already in flight.
+
+        Args:
+            method: The RPC that asked for it (recorded, and used by RetryRun).
+            request: That RPC's request.
+            repository: The repository the run reads.
+            agent_types: The run's agents in step order.
+            events: Starts the core event stream, inside the run's task.
+            flight_key: Identical calls share this key: while a run with it is in flight, the
+                call joins that run instead of starting another (singleflight).
+        """
+        if flight_key is not None and (joined := self._in_flight.get(flight_key)) is not None:
+            return joined, True
         if self._active >= self.max_concurrent:
             raise Overloaded(
                 f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
@@ -107,12 +125,14 @@ class RunManager:
             agent_types=[convert.agent_type_to_proto(t) for t in agent_types],
         )
         record.start_time.GetCurrentTime()
-        run = _Run(record=record, request=request)
+        run = _Run(record=record, request=request, flight_key=flight_key)
         self._forget_old()
         self._runs[run_id] = run
+        if flight_key is not None:
+            self._in_flight[flight_key] = run_id
         self._active += 1
         run.task = asyncio.create_task(self._drive(run, events), name=f"run-{run_id}")
-        return run_id
+        return run_id, False
 
     def get(self, run_id: str) -> run_pb2.Run:
         """The run's current record."""
@@ -130,15 +150,24 @@ class RunManager:
         """Yield the run's serialized events after `after_sequence`, then new ones until it ends."""
         run = self._find(run_id)
         position = max(after_sequence, 0)
-        while True:
-            if position < len(run.log):
-                yield run.log[position]
-                position += 1
-                continue
-            if run.done:
-                return
-            changed = run.changed
-            await changed.wait()
+        run.readers += 1
+        try:
+            while True:
+                if position < len(run.log):
+                    yield run.log[position]
+                    position += 1
+                    continue
+                if run.done:
+                    return
+                changed = run.changed
+                await changed.wait()
+        finally:
+            run.readers -= 1
+
+    def abandon(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> None:
+        """A reader went away: cancel the run if nobody else follows it."""
+        if self._find(run_id).readers == 0:
+            self.cancel(run_id, reason)
 
     def cancel(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> run_pb2.Run:
         """Cancel a running run (its model call included); a finished run is left as it is."""
@@ -203,6 +232,8 @@ class RunManager:
             record.end_time.GetCurrentTime()
             run.ended_at = time.monotonic()
             self._active -= 1
+            if run.flight_key is not None:
+                self._in_flight.pop(run.flight_key, None)
             run.notify()
 
     def _append(self, run: _Run, event: Event) -> None:

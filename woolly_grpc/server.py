@@ -17,10 +17,14 @@ from pydantic_ai.models import Model
 from pydantic_ai.toolsets import AbstractToolset
 
 from ._gen.woolly.v1 import agent_service_pb2, agent_service_pb2_grpc
+from .cache import ResultCache, StepResultCache
 from .config import Settings
 from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits, RepoDeps
+from .interceptors import build_interceptors
+from .observability import Metrics
 from .runs import RunManager
 from .service import AgentService
+from .store import open_store
 
 SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -38,6 +42,8 @@ class App:
     server: aio.Server
     health: health.aio.HealthServicer
     runs: RunManager
+    cache: ResultCache
+    metrics: Metrics
     port: int
     """The bound port (the real one when settings.port is 0)."""
     settings: Settings
@@ -64,10 +70,19 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         )
     except (UserError, ImportError, ValueError) as exc:
         raise StartupError(f"cannot use model {settings.model!r}: {exc}") from exc
+    metrics = Metrics()
+    try:
+        store = open_store(settings.cache_url)
+    except ValueError as exc:
+        raise StartupError(f"cannot use cache {settings.cache_url!r}: {exc}") from exc
+    cache = ResultCache(
+        store, model=runner.model_name, default_ttl_s=settings.cache_ttl_s, metrics=metrics
+    )
     runs = RunManager(max_concurrent=settings.max_concurrent_runs)
-    server = aio.server(options=_server_options(settings))
+    server = aio.server(interceptors=build_interceptors(cache), options=_server_options(settings))
+    chains = ChainRunner(runner, step_cache=StepResultCache(cache))
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentService(runner, ChainRunner(runner), runs), server
+        AgentService(runner, chains, runs), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -77,7 +92,7 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: {exc}") from exc
-    return App(server, health_servicer, runs, port, settings)
+    return App(server, health_servicer, runs, cache, metrics, port, settings)
 
 
 def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
@@ -126,6 +141,7 @@ async def stop(app: App, grace: float | None = None) -> None:
     app.runs.closing = True
     await app.server.stop(grace)
     await app.runs.shutdown()
+    await app.cache.store.close()
 
 
 async def serve(settings: Settings) -> None:

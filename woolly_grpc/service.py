@@ -13,6 +13,7 @@ from grpc import aio
 from . import convert
 from ._gen.woolly.v1 import agent_service_pb2 as pb
 from ._gen.woolly.v1 import agent_service_pb2_grpc, run_pb2
+from .cache import current_call
 from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
 from .errors import abort, map_core_errors
 from .runs import RunManager
@@ -114,26 +115,34 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
 
     def _start(self, request: Message) -> str:
         """Validate a run request and start its run; returns the run id."""
+        cache = current_call.get()
+        flight_key = cache.key if cache is not None else None
         if isinstance(request, pb.ExecuteChainRequest):
             chain, steps_field = convert.chain_request(request)
             self.chains.check(chain, steps_field)
-            return self.runs.start(
+            run_id, joined = self.runs.start(
                 method="ExecuteChain",
                 request=request,
                 repository=chain.repository,
                 agent_types=[step.agent_type for step in chain.steps],
                 events=lambda: self.chains.stream(chain),
+                flight_key=flight_key,
             )
-        assert isinstance(request, pb.ExecuteRequest | pb.StreamExecuteRequest)
-        single = convert.run_request(request)
-        self.runner.check(single)
-        return self.runs.start(
-            method=type(request).__name__.removesuffix("Request"),
-            request=request,
-            repository=single.repository,
-            agent_types=[single.agent_type],
-            events=lambda: self.runner.stream(single),
-        )
+        else:
+            assert isinstance(request, pb.ExecuteRequest | pb.StreamExecuteRequest)
+            single = convert.run_request(request)
+            self.runner.check(single)
+            run_id, joined = self.runs.start(
+                method=type(request).__name__.removesuffix("Request"),
+                request=request,
+                repository=single.repository,
+                agent_types=[single.agent_type],
+                events=lambda: self.runner.stream(single),
+                flight_key=flight_key,
+            )
+        if joined and cache is not None:
+            cache.outcome = "coalesced"
+        return run_id
 
     async def _relay(
         self, run_id: str, context: Context, response: type[_Streamed]
@@ -148,7 +157,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                     break
                 yield message
         except asyncio.CancelledError:
-            self.runs.cancel(run_id, _cancel_reason(context))
+            self.runs.abandon(run_id, _cancel_reason(context))
             raise
         if (status := self.runs.error_of(run_id)) is not None:
             await abort(context, status)
@@ -157,7 +166,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         try:
             run = await self.runs.wait(run_id)
         except asyncio.CancelledError:
-            self.runs.cancel(run_id, _cancel_reason(context))
+            self.runs.abandon(run_id, _cancel_reason(context))
             raise
         if (status := self.runs.error_of(run_id)) is not None:
             await abort(context, status)

@@ -1,7 +1,7 @@
 """The agent core: plain async Python over pydantic-ai, with no transport in it."""
 
 from .agents import AGENT_SPECS, PROMPT_VERSION, AgentSpec
-from .chain import ChainRunner
+from .chain import ChainRunner, StepCache
 from .exceptions import (
     AlreadyExists,
     FailedPrecondition,
@@ -67,6 +67,7 @@ __all__ = [
     "RunRequest",
     "SavedAgent",
     "Started",
+    "StepCache",
     "StepCompleted",
     "StepStarted",
     "Suggestion",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from .exceptions import InvalidInput
 from .runner import AgentRunner
@@ -20,14 +20,35 @@ from .types import (
     Started,
     StepCompleted,
     StepStarted,
+    TextDelta,
 )
 
 
-class ChainRunner:
-    """Runs several agents over one repository, sequentially or in parallel."""
+class StepCache(Protocol):
+    """Remembers chain steps' results, so a chain re-run replays the steps it already finished.
 
-    def __init__(self, runner: AgentRunner) -> None:
+    The key is the implementation's business: it must cover everything the step saw
+    (repository, agent, query, context, earlier results) and the model.
+    """
+
+    async def get(self, request: RunRequest) -> AgentResult | None:
+        """The result of an identical step, or None."""
+
+    async def put(self, request: RunRequest, result: AgentResult) -> None:
+        """Remember a finished step's result."""
+
+
+class ChainRunner:
+    """Runs several agents over one repository, sequentially or in parallel.
+
+    Args:
+        runner: Runs each step.
+        step_cache: Where finished steps are remembered; None = never.
+    """
+
+    def __init__(self, runner: AgentRunner, step_cache: StepCache | None = None) -> None:
         self.runner = runner
+        self.step_cache = step_cache
 
     def check(self, request: ChainRequest, steps_field: str = "agent_chain") -> None:
         """Validate a chain request; `steps_field` names the request field listing the steps."""
@@ -97,9 +118,19 @@ class ChainRunner:
         tag: dict[str, Any] = {"step": index, "agent_type": request.agent_type}
         saved_id = request.saved_agent.id if request.saved_agent else ""
         yield StepStarted(agent_id=saved_id, **tag)
+        cached = await self.step_cache.get(request) if self.step_cache else None
+        if cached is not None:
+            # Replayed as one delta, so a step's deltas still add up to its content.
+            results[index] = cached = replace(cached, cached=True)
+            if cached.content:
+                yield TextDelta(cached.content, **tag)
+            yield StepCompleted(cached, **tag)
+            return
         async for event in self.runner.stream(request):
             if isinstance(event, Completed):
                 results[index] = event.result
+                if self.step_cache:
+                    await self.step_cache.put(request, event.result)
                 yield StepCompleted(event.result, **tag)
             elif not isinstance(event, Started):
                 yield replace(event, **tag)

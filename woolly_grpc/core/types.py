@@ -137,6 +137,8 @@ class AgentResult:
     duration_s: float = 0.0
     agent_id: str = ""
     """Set when a saved agent produced it."""
+    cached: bool = False
+    """True when the result was replayed from a cache rather than produced now."""
 
 
 @dataclass(frozen=True, kw_only=True)

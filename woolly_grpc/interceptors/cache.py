@@ -1,0 +1,167 @@
+"""The result cache as a gRPC interceptor: a hit writes the stored response bytes straight back.
+
+Only the methods in CACHED_METHODS are touched. A miss runs the handler, records what it sent,
+and stores it once the call has succeeded (with `result.cached` set on the stored copy). Every
+call reports its outcome in the `woolly-cache` trailer (hit, miss, bypass, coalesced).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from grpc import aio
+
+from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
+from woolly_grpc.cache import CallCache, Entry, ResultCache, current_call
+from woolly_grpc.core import InvalidInput
+from woolly_grpc.errors import abort, to_status
+
+from ._handlers import Context, Handler, Next, passthrough_serializer, wrap_unary_request
+
+CACHE_TRAILER = "woolly-cache"
+AGE_TRAILER = "woolly-cache-age-s"
+_SERVICE = "/woolly.v1.AgentService/"
+
+
+_AGENT_TYPE_NAMES = {value: name for name, value in agent_pb2.AgentType.items()}
+
+
+def _agent_label(request: Any) -> str:
+    if request.WhichOneof("agent") == "agent_id":
+        return "saved_agent"
+    name = _AGENT_TYPE_NAMES.get(request.agent_type, "AGENT_TYPE_UNKNOWN")
+    return name.removeprefix("AGENT_TYPE_").lower()
+
+
+CACHED_METHODS: Mapping[str, Callable[[Any], str]] = {
+    _SERVICE + "Execute": _agent_label,
+    _SERVICE + "StreamExecute": _agent_label,
+    _SERVICE + "ExecuteChain": lambda _request: "chain",
+}
+"""The cacheable methods, each with how to name its agent in metrics."""
+
+_RESULT_EVENTS = ("completed", "step_completed", "chain_completed")
+
+
+class CacheInterceptor(aio.ServerInterceptor):
+    """Answers repeated agent calls from the result cache."""
+
+    def __init__(self, cache: ResultCache) -> None:
+        self.cache = cache
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        """Wrap the cacheable methods' handlers; pass every other method through."""
+        handler: Handler | None = await continuation(handler_call_details)
+        method = handler_call_details.method
+        label_of = CACHED_METHODS.get(method)
+        if handler is None or label_of is None or handler.request_streaming:
+            return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
+        recorded: list[bytes] = []
+        serve = functools.partial(self._serve, method, label_of, handler, recorded)
+        return wrap_unary_request(handler, serve, on_serialized=recorded.append)
+
+    async def _serve(
+        self,
+        method: str,
+        label_of: Callable[[Any], str],
+        handler: Handler,
+        recorded: list[bytes],
+        request: Any,
+        context: Context,
+        call_next: Next,
+    ) -> Any:
+        options: agent_pb2.RunOptions = request.options
+        if options.cache_policy == agent_pb2.CACHE_POLICY_BYPASS:
+            context.set_trailing_metadata(((CACHE_TRAILER, "bypass"),))
+            return await call_next(request, context)
+        call = CallCache(
+            key=self.cache.key(method, key_payload(request)),
+            policy=options.cache_policy,
+            ttl_s=await _ttl_s(options, self.cache.default_ttl_s, context),
+        )
+        current_call.set(call)
+        label = label_of(request)
+        if call.policy != agent_pb2.CACHE_POLICY_REFRESH:
+            entry = await self.cache.get(call.key)
+            if entry is not None and _young_enough(entry, options, self.cache.clock()):
+                self.cache.count("hit", label)
+                return await self._replay(entry, handler.response_streaming, context)
+        context.set_trailing_metadata(((CACHE_TRAILER, "miss"),))
+        if call.policy == agent_pb2.CACHE_POLICY_ONLY_IF_CACHED:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                "no cached result for this request (cache_policy CACHE_POLICY_ONLY_IF_CACHED)",
+            )
+        self.cache.count("miss", label)
+        response = await call_next(request, context)
+        context.set_trailing_metadata(((CACHE_TRAILER, call.outcome),))
+        if handler.response_streaming:
+            await self.cache.put(call.key, _marked_cached(recorded, streaming=True), call.ttl_s)
+            return None
+        raw = passthrough_serializer(handler.response_serializer, None)(response)
+        await self.cache.put(call.key, _marked_cached([raw], streaming=False), call.ttl_s)
+        return raw
+
+    async def _replay(self, entry: Entry, streaming: bool, context: Context) -> bytes | None:
+        age = int(entry.age_s(self.cache.clock()))
+        context.set_trailing_metadata(((CACHE_TRAILER, "hit"), (AGE_TRAILER, str(age))))
+        if not streaming:
+            return entry.messages[0]
+        for raw in entry.messages:
+            await context.write(raw)
+        return None
+
+
+def key_payload(request: Message) -> bytes:
+    """The request as its cache key sees it: options do not change what is asked."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("options")
+    return copy.SerializeToString(deterministic=True)
+
+
+async def _ttl_s(options: agent_pb2.RunOptions, default: float, context: Context) -> float:
+    ttl = options.cache_ttl.ToTimedelta() if options.HasField("cache_ttl") else timedelta()
+    if ttl < timedelta() or options.cache_max_age.ToTimedelta() < timedelta():
+        field = "options.cache_ttl" if ttl < timedelta() else "options.cache_max_age"
+        await abort(context, to_status(InvalidInput.one(field, "must not be negative")))
+    return ttl.total_seconds() or default
+
+
+def _young_enough(entry: Entry, options: agent_pb2.RunOptions, now: float) -> bool:
+    max_age = options.cache_max_age.ToTimedelta().total_seconds()
+    return max_age <= 0 or entry.age_s(now) <= max_age
+
+
+def _marked_cached(messages: list[bytes], *, streaming: bool) -> list[bytes]:
+    """The messages as stored: every result in them says `cached = true`."""
+    if not streaming:
+        response = agent_service_pb2.ExecuteResponse.FromString(messages[0])
+        response.result.cached = True
+        return [response.SerializeToString()]
+    marked = []
+    for raw in messages:
+        # WatchRunResponse reads every stream response (they share field numbers).
+        event = agent_service_pb2.WatchRunResponse.FromString(raw)
+        kind = event.WhichOneof("event")
+        if kind not in _RESULT_EVENTS:
+            marked.append(raw)
+            continue
+        if kind == "completed":
+            event.completed.result.cached = True
+        elif kind == "step_completed":
+            event.step_completed.result.cached = True
+        else:
+            for result in event.chain_completed.results:
+                result.cached = True
+        marked.append(event.SerializeToString())
+    return marked

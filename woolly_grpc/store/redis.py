@@ -1,0 +1,221 @@
+"""RedisStore: the Store replicas share, over redis.asyncio, failing fast while Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from .base import StoreError
+
+DEFAULT_OP_TIMEOUT_S = 0.25
+DEFAULT_COOLDOWN_S = 1.0
+_FAILURES = (RedisError, OSError)
+"""What redis.asyncio raises; TimeoutError (asyncio.timeout's too) is an OSError."""
+
+
+class RedisStore:
+    """A Store in Redis, so that replicas share the result cache, run logs and notifications.
+
+    One connection pool serves every operation, and each operation (connecting included) is
+    bounded by `op_timeout_s`, without retries. After a connection failure or a timeout the
+    store fails fast, raising StoreError without touching the network, for `cooldown_s`: while
+    Redis is down, calls that go on uncached do not each wait for a timeout. The first
+    operation after the cooldown tries Redis again (the others keep failing fast until it
+    answers) and its success closes the breaker. An error *answer* such as WRONGTYPE raises
+    StoreError but leaves the breaker closed: Redis is up.
+
+    Args:
+        url: `redis://[[user]:password@]host:port/db` or `rediss://…`; redis-py query options
+            pass through.
+        op_timeout_s: Longest any operation may take.
+        cooldown_s: How long to fail fast after a failure.
+        prefix: Prepended to every key and channel, so other users of the database are safe.
+        clock: Monotonic seconds for the breaker; tests pass a fake one.
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        op_timeout_s: float = DEFAULT_OP_TIMEOUT_S,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
+        prefix: str = "woolly:",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if op_timeout_s <= 0 or cooldown_s < 0:
+            raise ValueError("op_timeout_s must be positive and cooldown_s not negative")
+        parts = urlsplit(url)
+        self._where = f"{parts.hostname}:{parts.port or 6379}{parts.path}"
+        """Where Redis is, for messages: never the password."""
+        self._password = parts.password
+        self._op_timeout_s = op_timeout_s
+        self._cooldown_s = cooldown_s
+        self._prefix = prefix
+        self._clock = clock
+        self._retry_at: float | None = None
+        """While set, operations fail fast until the clock reaches it (the breaker is open)."""
+        self._subscriptions: set[_Messages] = set()
+        self._redis = Redis.from_url(
+            url,
+            socket_timeout=op_timeout_s,
+            socket_connect_timeout=op_timeout_s,
+            retry=Retry(NoBackoff(), 0),  # the breaker and the caller's fallback handle failures
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._where!r})"
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under `key`, or None when it is missing or expired."""
+        async with self._guard("get"):
+            value = await self._redis.get(self._prefix + key)
+        return value.encode() if isinstance(value, str) else value
+
+    async def set(self, key: str, value: bytes, *, ttl_s: float) -> None:
+        """SET with PX, so sub-second TTLs hold."""
+        async with self._guard("set"):
+            await self._redis.set(self._prefix + key, value, px=_ms(ttl_s))
+
+    async def delete(self, key: str) -> None:
+        """DEL `key`; a missing key is not an error."""
+        async with self._guard("delete"):
+            await self._redis.delete(self._prefix + key)
+
+    async def append(self, key: str, entries: Sequence[bytes], *, ttl_s: float) -> int:
+        """RPUSH and PEXPIRE in one round trip; returns the log's new length."""
+        name = self._prefix + key
+        async with self._guard("append"), self._redis.pipeline(transaction=False) as pipe:
+            if entries:
+                pipe.rpush(name, *entries)
+            else:
+                pipe.llen(name)  # RPUSH needs an entry; still renew the TTL
+            pipe.pexpire(name, _ms(ttl_s))
+            length, _ = await pipe.execute()
+        return int(length)
+
+    async def read(self, key: str, start: int = 0) -> list[bytes]:
+        """LRANGE from `start` to the end."""
+        async with self._guard("read"):
+            entries = await self._redis.lrange(self._prefix + key, max(start, 0), -1)
+        return [entry.encode() if isinstance(entry, str) else entry for entry in entries]
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """PUBLISH to the subscribers of `channel` on every replica."""
+        async with self._guard("publish"):
+            await self._redis.publish(self._prefix + channel, message)
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """SUBSCRIBE on a connection of its own, closed (so unsubscribed) when the block exits."""
+        pubsub = self._redis.pubsub()
+        messages = _Messages(self, pubsub)
+        self._subscriptions.add(messages)
+        try:
+            async with self._guard("subscribe"):
+                await pubsub.subscribe(self._prefix + channel)
+                # Wait for Redis to confirm: any message published after this is delivered.
+                while (await pubsub.get_message(timeout=None) or {}).get("type") != "subscribe":
+                    pass
+            yield messages
+        finally:
+            messages.ended = True
+            self._subscriptions.discard(messages)
+            with contextlib.suppress(*_FAILURES):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def ping(self) -> float:
+        """PING's round trip in seconds."""
+        async with self._guard("ping"):
+            started = time.perf_counter()
+            await self._redis.ping()
+            return time.perf_counter() - started
+
+    async def close(self) -> None:
+        """Close the pool's connections; open subscriptions raise StoreError from then on."""
+        for messages in self._subscriptions:
+            messages.error = StoreError("the redis store was closed")
+        try:
+            async with asyncio.timeout(self._op_timeout_s):
+                await self._redis.aclose()
+        except _FAILURES as exc:
+            raise self._error("close", exc) from exc
+
+    @asynccontextmanager
+    async def _guard(self, operation: str) -> AsyncIterator[None]:
+        """Fail fast while the breaker is open; bound the operation; map errors to StoreError."""
+        if self._retry_at is not None:
+            now = self._clock()
+            if now < self._retry_at:
+                raise StoreError(
+                    f"redis {operation} skipped: {self._where} failed less than "
+                    f"{self._cooldown_s}s ago"
+                )
+            self._retry_at = now + self._cooldown_s  # this call probes; the others fail fast
+        try:
+            async with asyncio.timeout(self._op_timeout_s):
+                yield
+        except ResponseError as exc:
+            self._retry_at = None  # Redis answered: it is up, the request was wrong
+            raise self._error(operation, exc) from exc
+        except _FAILURES as exc:
+            raise self._failed(operation, exc) from exc
+        self._retry_at = None
+
+    def _failed(self, operation: str, exc: BaseException) -> StoreError:
+        """Open the breaker and describe the failure."""
+        self._retry_at = self._clock() + self._cooldown_s
+        return self._error(operation, exc)
+
+    def _error(self, operation: str, exc: BaseException) -> StoreError:
+        reason = str(exc)
+        if not reason:
+            timed_out = isinstance(exc, TimeoutError)
+            reason = f"no answer within {self._op_timeout_s}s" if timed_out else repr(exc)
+        message = f"redis {operation} at {self._where} failed: {reason}"[:300]
+        if self._password:
+            message = message.replace(self._password, "***")
+        return StoreError(message)
+
+
+class _Messages:
+    """The payloads of one subscription; after a failure it keeps raising that StoreError."""
+
+    def __init__(self, store: RedisStore, pubsub: PubSub) -> None:
+        self._store = store
+        self._pubsub = pubsub
+        self.error: StoreError | None = None
+        """Raised by every later read: the connection failed or the store was closed."""
+        self.ended = False
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.ended:
+            if self.error is not None:
+                raise self.error
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except _FAILURES as exc:
+                if self.error is None:
+                    self.error = self._store._failed("subscription", exc)
+                raise self.error from exc
+            if message is not None and message["type"] == "message":
+                return bytes(message["data"])
+        raise StopAsyncIteration
+
+
+def _ms(ttl_s: float) -> int:
+    return max(1, round(ttl_s * 1000))
