@@ -333,3 +333,33 @@ async def _gated_execute(srv: RunningServer, counting: CountingModel, query: str
     result = await execute(srv, execute_request(query))
     counting.gate.clear()
     return result
+
+
+async def test_hits_misses_and_errors_are_counted(settings: Settings) -> None:
+    async with running_redis() as redis_server:
+        update = {"cache_url": redis_server.url}
+        async with running_server(settings.model_copy(update=update)) as srv:
+            registry = srv.app.metrics.registry
+
+            def sample(name: str, **labels: str) -> float:
+                return registry.get_sample_value(name, labels) or 0.0
+
+            await execute(srv, execute_request("counted", agent="documentation"))
+            await execute(srv, execute_request("counted", agent="documentation"))
+            await execute(srv, execute_request("counted", agent="documentation"))
+            assert sample("cache_misses_total", agent_type="documentation") == 1
+            assert sample("cache_hits_total", agent_type="documentation") == 2
+
+            await redis_server.kill()
+            await execute(srv, execute_request("counted", agent="documentation"))
+            assert sample("cache_errors_total", operation="read") == 1
+            assert sample("cache_misses_total", agent_type="documentation") == 2
+
+
+async def test_cache_can_be_turned_off(settings: Settings) -> None:
+    async with running_server(settings.model_copy(update={"cache_enabled": False})) as srv:
+        first, first_trailers = await execute(srv, execute_request("uncached"))
+        second, _ = await execute(srv, execute_request("uncached"))
+
+    assert CACHE_TRAILER not in first_trailers
+    assert second.run_id != first.run_id and not second.result.cached

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     """The directory whose subdirectories are the repositories the tools may read."""
     cache_url: str = "memory://"
     """Where cached results and run logs live: `memory://` (this process) or `redis://host:port/db`."""
+    cache_enabled: bool = True
+    """False turns the result cache off for every call (runs still use `cache_url`)."""
     cache_ttl_s: float = Field(3600.0, gt=0)
     """How long a cached result lives when the call does not say (`options.cache_ttl`)."""
     mcp_url: str | None = None

@@ -79,7 +79,10 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         store, model=runner.model_name, default_ttl_s=settings.cache_ttl_s, metrics=metrics
     )
     runs = RunManager(max_concurrent=settings.max_concurrent_runs)
-    server = aio.server(interceptors=build_interceptors(cache), options=_server_options(settings))
+    server = aio.server(
+        interceptors=build_interceptors(cache if settings.cache_enabled else None),
+        options=_server_options(settings),
+    )
     chains = ChainRunner(runner, step_cache=StepResultCache(cache))
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentService(runner, chains, runs), server
