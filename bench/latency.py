@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import os
-import platform
-import shlex
-import statistics
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from time import perf_counter
 
-import grpc
 from grpc import aio
 
+from bench._common import (
+    DOC,
+    Child,
+    append_to_doc,
+    command,
+    heading,
+    load_average,
+    machine,
+    pcts,
+    spawn,
+    stop,
+)
 from bench.baseline_echo import STREAM, UNARY, stream_request
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "performance.md"
 MIN_ECHO, MIN_EXECUTE = 200, 30
 ECHO_PER_ROUND, EXECUTE_PER_ROUND = 50, 5
 EXECUTE = agent_service_pb2.ExecuteRequest(
@@ -68,28 +70,6 @@ class Samples:
     stream_total: list[float] = field(default_factory=list)
     stream_messages: list[float] = field(default_factory=list)
     echo_stream: list[float] = field(default_factory=list)
-
-
-async def _spawn(module: str, children: list[asyncio.subprocess.Process]) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, "--port", "0", cwd=ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    children.append(proc)
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
-    if not line:
-        raise RuntimeError(f"{module} exited with code {await proc.wait()} before serving")
-    return int(line)
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), timeout=5)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
 
 
 class Bench:
@@ -142,28 +122,20 @@ class Bench:
         self.s.stream_messages.append(count)
 
 
-def _pcts(xs: list[float]) -> tuple[float, float, float]:
-    q = statistics.quantiles(xs, n=100, method="inclusive")
-    return q[49], q[89], q[98]
-
-
 def _report(s: Samples, sizes: tuple[int, int, int], rounds: int, seconds: float, load: str) -> str:
     size, count, total = sizes
 
     def row(name: str, xs: list[float]) -> str:
-        p50, p90, p99 = (f"{v * 1e3:.2f}" for v in _pcts(xs))
+        p50, p90, p99 = (f"{v * 1e3:.2f}" for v in pcts(xs))
         return f"| {name} | {len(xs)} | {p50} | {p90} | {p99} |"
 
-    echo50, exec50 = _pcts(s.echo)[0], _pcts(s.execute)[0]
-    stream50, echo_stream50 = _pcts(s.stream_total)[0], _pcts(s.echo_stream)[0]
-    command = shlex.join(["python", "-m", "bench.latency", *sys.argv[1:]])
-    return f"""## {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
+    echo50, exec50 = pcts(s.echo)[0], pcts(s.execute)[0]
+    stream50, echo_stream50 = pcts(s.stream_total)[0], pcts(s.echo_stream)[0]
+    return f"""{heading()}
 
-Command: `{command}`
+Command: `{command("bench.latency")}`
 
-{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python \
-{platform.python_version()}, grpcio {grpc.__version__}, asyncio loop; load average before \
-the run {load}. {rounds} rounds in {seconds:.1f} s after warm-up.
+{machine(load)} {rounds} rounds in {seconds:.1f} s after warm-up.
 
 | measurement | n | p50 ms | p90 ms | p99 ms |
 |---|---:|---:|---:|---:|
@@ -182,12 +154,12 @@ StreamExecute total / echo stream total = **{stream50 / echo_stream50:.1f}x**.
 
 async def run(seconds: float) -> str:
     """Start both servers, warm up, measure for `seconds` (and at least the minimum counts)."""
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())  # other work on the machine
-    children: list[asyncio.subprocess.Process] = []
+    load = load_average()
+    children: list[Child] = []
     try:
         async with asyncio.TaskGroup() as group:
-            echo_port = group.create_task(_spawn("bench.baseline_echo", children))
-            woolly_port = group.create_task(_spawn("bench.serve_child", children))
+            echo_port = group.create_task(spawn("bench.baseline_echo", children))
+            woolly_port = group.create_task(spawn("bench.serve_child", children))
         async with (
             aio.insecure_channel(f"127.0.0.1:{echo_port.result()}") as echo,
             aio.insecure_channel(f"127.0.0.1:{woolly_port.result()}") as woolly,
@@ -207,7 +179,7 @@ async def run(seconds: float) -> str:
                 rounds += 1
             return _report(s, bench.sizes, rounds, perf_counter() - start, load)
     finally:
-        await asyncio.gather(*(_stop(p) for p in children))
+        await asyncio.gather(*(stop(p) for p in children))
 
 
 def main() -> None:
@@ -220,12 +192,7 @@ def main() -> None:
     report = asyncio.run(run(seconds))
     print(report)
     if args.write:
-        DOC.parent.mkdir(exist_ok=True)
-        if not DOC.exists():
-            DOC.write_text(INTRO)
-        with DOC.open("a") as doc:
-            doc.write("\n" + report)
-        print(f"appended to {DOC.relative_to(ROOT)}")
+        append_to_doc(report, INTRO)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ ExecuteChain responses, so every reader handles every run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -146,7 +147,7 @@ class RunManager:
         """The status a failed or cancelled run ended with; None otherwise."""
         return self._find(run_id).error
 
-    async def follow(self, run_id: str, after_sequence: int = 0) -> AsyncIterator[bytes]:
+    async def follow(self, run_id: str, after_sequence: int = 0) -> AsyncGenerator[bytes]:
         """Yield the run's serialized events after `after_sequence`, then new ones until it ends."""
         run = self._find(run_id)
         position = max(after_sequence, 0)
@@ -181,8 +182,10 @@ class RunManager:
 
     async def wait(self, run_id: str) -> run_pb2.Run:
         """Wait for the run to end and return its record."""
-        async for _ in self.follow(run_id, after_sequence=len(self._find(run_id).log)):
-            pass
+        start = len(self._find(run_id).log)
+        async with contextlib.aclosing(self.follow(run_id, after_sequence=start)) as events:
+            async for _ in events:
+                pass
         return self.get(run_id)
 
     async def shutdown(self) -> None:

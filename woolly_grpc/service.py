@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
@@ -148,26 +148,32 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, run_id: str, context: Context, response: type[_Streamed]
     ) -> AsyncIterator[_Streamed]:
         """Stream the run's events to its caller, ending with the run's own status."""
+        finished = False
         try:
-            async for raw in self.runs.follow(run_id):
-                message = response.FromString(raw)
-                # A failed/cancelled event uses a field reserved in these responses: the
-                # caller learns the outcome from the call's status instead.
-                if message.WhichOneof("event") is None:
-                    break
-                yield message
-        except asyncio.CancelledError:
-            self.runs.abandon(run_id, _cancel_reason(context))
-            raise
+            async with contextlib.aclosing(self.runs.follow(run_id)) as events:
+                async for raw in events:
+                    message = response.FromString(raw)
+                    # A failed/cancelled event uses a field reserved in these responses: the
+                    # caller learns the outcome from the call's status instead.
+                    if message.WhichOneof("event") is None:
+                        break
+                    yield message
+            finished = True
+        finally:
+            # Cancelled, past its deadline, or closed mid-stream (GeneratorExit): let go.
+            if not finished:
+                self.runs.abandon(run_id, _cancel_reason(context))
         if (status := self.runs.error_of(run_id)) is not None:
             await abort(context, status)
 
     async def _await_end(self, run_id: str, context: Context) -> run_pb2.Run:
+        finished = False
         try:
             run = await self.runs.wait(run_id)
-        except asyncio.CancelledError:
-            self.runs.abandon(run_id, _cancel_reason(context))
-            raise
+            finished = True
+        finally:
+            if not finished:
+                self.runs.abandon(run_id, _cancel_reason(context))
         if (status := self.runs.error_of(run_id)) is not None:
             await abort(context, status)
         return run

@@ -26,7 +26,8 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
-from ._local_answers import Evidence, ToolOutcome, compose, rank_hits
+from ._local_answers import compose
+from ._local_evidence import Evidence, ToolOutcome, rank_hits
 from .types import AgentType
 
 __all__ = ["ParsedPrompt", "local_model", "parse_prompt"]
@@ -139,7 +140,9 @@ def _latest_prompt(messages: list[ModelMessage]) -> tuple[str, list[ModelMessage
     """The latest user prompt's text and the messages that came after it."""
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
-        prompts = [p for p in message.parts if isinstance(p, UserPromptPart)]
+        # pydantic-ai adds notes of its own as UserPromptPart subclasses (e.g. when a tool
+        # returned text that looks like a `<system>` block); only the caller's prompt counts.
+        prompts = [p for p in message.parts if type(p) is UserPromptPart]
         if isinstance(message, ModelRequest) and prompts:
             content = prompts[-1].content
             text = content if isinstance(content, str) else _join_text(content)
