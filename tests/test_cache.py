@@ -363,3 +363,19 @@ async def test_cache_can_be_turned_off(settings: Settings) -> None:
 
     assert CACHE_TRAILER not in first_trailers
     assert second.run_id != first.run_id and not second.result.cached
+
+
+async def test_the_model_is_in_the_key(settings: Settings, redis_server: RedisServer) -> None:
+    """Two replicas on one Redis share entries, unless they serve different models."""
+    await redis_server.flush()
+    shared = settings.model_copy(update={"cache_url": redis_server.url})
+    async with running_server(shared) as first, running_server(shared) as second:
+        produced, _ = await execute(first, execute_request("model-keyed"))
+        replayed, trailers = await execute(second, execute_request("model-keyed"))
+        assert trailers[CACHE_TRAILER] == "hit" and replayed.run_id == produced.run_id
+
+    other_model = CountingModel().model()
+    async with running_server(shared, model=other_model) as third:
+        fresh, trailers = await execute(third, execute_request("model-keyed"))
+    assert trailers[CACHE_TRAILER] == "miss"
+    assert fresh.result.model != produced.result.model
