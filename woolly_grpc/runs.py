@@ -13,7 +13,9 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
@@ -38,6 +40,22 @@ RUN_RETENTION_S = 3600.0
 
 EventSource = Callable[[], AsyncIterator[Event]]
 """Starts the core stream of a run (called once, inside the run's task)."""
+
+current_run_id: ContextVar[str] = ContextVar("woolly_run_id", default="")
+"""The run the current call started or joined (for its log line)."""
+
+
+class RunObserver(Protocol):
+    """Sees every run's life (metrics). Must not raise, and must not block."""
+
+    def run_started(self, run: run_pb2.Run) -> None:
+        """A run began executing on this replica."""
+
+    def run_event(self, run: run_pb2.Run, event: Event) -> None:
+        """A run produced an event (after it was numbered and logged)."""
+
+    def run_ended(self, run: run_pb2.Run) -> None:
+        """A run ended; `run.status`, its end time, results and usage are final."""
 
 
 @dataclass
@@ -75,8 +93,15 @@ class RunManager:
         max_kept_runs: Most runs kept in memory; the oldest finished ones go first.
     """
 
-    def __init__(self, *, max_concurrent: int, max_kept_runs: int = 5_000) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrent: int,
+        max_kept_runs: int = 5_000,
+        observer: RunObserver | None = None,
+    ) -> None:
         self.max_concurrent = max_concurrent
+        self.observer = observer
         self.max_kept_runs = max_kept_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._in_flight: dict[str, str] = {}
@@ -132,6 +157,8 @@ class RunManager:
         if flight_key is not None:
             self._in_flight[flight_key] = run_id
         self._active += 1
+        if self.observer is not None:
+            self.observer.run_started(record)
         run.task = asyncio.create_task(self._drive(run, events), name=f"run-{run_id}")
         return run_id, False
 
@@ -237,6 +264,8 @@ class RunManager:
             self._active -= 1
             if run.flight_key is not None:
                 self._in_flight.pop(run.flight_key, None)
+            if self.observer is not None:
+                self.observer.run_ended(record)
             run.notify()
 
     def _append(self, run: _Run, event: Event) -> None:
@@ -256,6 +285,8 @@ class RunManager:
                 record.usage.CopyFrom(convert.usage_to_proto(sum(run.step_usage.values(), Usage())))
             case ChainCompleted():
                 record.final_context.CopyFrom(message.chain_completed.final_context)
+        if self.observer is not None:
+            self.observer.run_event(record, event)
         run.notify()
 
     def _append_final(

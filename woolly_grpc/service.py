@@ -16,7 +16,7 @@ from ._gen.woolly.v1 import agent_service_pb2_grpc, run_pb2
 from .cache import current_call
 from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
 from .errors import abort, map_core_errors
-from .runs import RunManager
+from .runs import RunManager, current_run_id
 
 Context: TypeAlias = aio.ServicerContext[Any, Any]
 _Streamed = TypeVar("_Streamed", pb.StreamExecuteResponse, pb.ExecuteChainResponse)
@@ -142,6 +142,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             )
         if joined and cache is not None:
             cache.outcome = "coalesced"
+        current_run_id.set(run_id)
         return run_id
 
     async def _relay(
