@@ -25,10 +25,17 @@ Unit = Callable[[], Awaitable[Sequence[object]]]
 """One call, returning the messages it received."""
 
 
-async def spawn(module: str, children: list[Child], *args: str) -> int:
-    """Start `python -m module --port 0 *args` (kept in `children`); its port from stdout."""
+async def spawn(module: str, children: list[Child], *args: str, quiet: bool = False) -> int:
+    """Start `python -m module --port 0 *args` (kept in `children`); its port from stdout.
+
+    `quiet` sends the child's stderr (its logs) to /dev/null.
+    """
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, "--port", "0", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        *("-m", module, "--port", "0", *args),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL if quiet else None,
     )
     children.append(proc)
     assert proc.stdout is not None

@@ -23,8 +23,17 @@ def repos_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(repos_root: Path) -> Settings:
-    return Settings(repos_root=repos_root)
+def settings(repos_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    # Runs whose callers leave are cancelled at once; orphan-grace tests set their own.
+    # Saved agents go to a database of the session's own, never ./woolly.db.
+    database = tmp_path_factory.mktemp("database") / "woolly.db"
+    # No /metrics endpoint (its default port is fixed); metrics tests give theirs a free one.
+    return Settings(
+        repos_root=repos_root,
+        orphan_grace_s=0,
+        database_url=f"sqlite:///{database}",
+        metrics_port=0,
+    )
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -11,6 +14,7 @@ from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from woolly_grpc._gen.woolly.v1 import agent_pb2
 from woolly_grpc.client import agent_type_value
@@ -86,3 +90,47 @@ async def read_rest(call: Any) -> list[Any]:
 async def trailers(call: Any) -> dict[str, str]:
     """A finished call's trailing metadata as a dict."""
     return {key: str(value) for key, value in await call.trailing_metadata()}
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on now (for servers that need a fixed port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One /metrics page, parsed: sample values by name and labels."""
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    def get(self, name: str, **labels: str) -> float:
+        """The sample with exactly these labels; 0 when it does not exist (yet)."""
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples of `name` whose labels include these."""
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in self.samples.items() if n == name and wanted <= ls)
+
+    def labels(self, name: str, label: str) -> set[str]:
+        """Every value `label` takes among the samples of `name`."""
+        return {dict(ls)[label] for n, ls in self.samples if n == name and label in dict(ls)}
+
+
+async def scrape_metrics(port: int) -> Scrape:
+    """GET /metrics over HTTP (in a thread: never block the loop serving it) and parse it."""
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(fetch)
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return Scrape(samples)

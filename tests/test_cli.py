@@ -97,10 +97,12 @@ async def test_bad_settings_stop_start_up_with_one_line() -> None:
     assert "cannot use model 'openai:gpt-4o-mini'" in err and "OPENAI_API_KEY" in err
 
 
-async def test_serve_starts_and_stops_on_sigterm(repos_root: Path) -> None:
+async def test_serve_starts_and_stops_on_sigterm(repos_root: Path, tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         *CLI,
         "serve",
+        "--database-url",
+        f"sqlite:///{tmp_path / 'woolly.db'}",
         "--host",
         "127.0.0.1",
         "--port",
@@ -109,6 +111,8 @@ async def test_serve_starts_and_stops_on_sigterm(repos_root: Path) -> None:
         str(repos_root),
         "--shutdown-grace-s",
         "2",
+        "--metrics-port",
+        "0",
         stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None

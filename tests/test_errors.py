@@ -121,27 +121,48 @@ async def test_unknown_run_is_not_found(server: RunningServer) -> None:
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
-# Pinned until their issues land: each names what is missing.
-NOT_YET = [
-    ("GetServerStatus", agent_service_pb2.GetServerStatusRequest()),
-    ("CreateAgent", agent_service_pb2.CreateAgentRequest()),
-    ("GetAgent", agent_service_pb2.GetAgentRequest(id="x")),
-    ("ListAgents", agent_service_pb2.ListAgentsRequest()),
-    ("UpdateAgent", agent_service_pb2.UpdateAgentRequest()),
-    ("DeleteAgent", agent_service_pb2.DeleteAgentRequest(id="x")),
+async def test_unknown_saved_agent_is_not_found(server: RunningServer) -> None:
+    error = await rpc_error(server.stub.Execute(execute(agent_id="abc"), timeout=10))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "agent 'abc' not found" in details(error)
+
+
+async def test_empty_saved_agent_id_is_invalid(server: RunningServer) -> None:
+    error = await rpc_error(server.stub.Execute(execute(agent_id=""), timeout=10))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "agent_id" in violations(error)
+
+
+UNKNOWN_AGENT = [
+    ("GetAgent", agent_service_pb2.GetAgentRequest(id="nope")),
+    ("DeleteAgent", agent_service_pb2.DeleteAgentRequest(id="nope")),
+    (
+        "UpdateAgent",
+        agent_service_pb2.UpdateAgentRequest(
+            agent=agent_pb2.AgentDefinition(id="nope", name="n", base_type=SUMMARIZER)
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("method", "request_message"), NOT_YET, ids=[m for m, _ in NOT_YET])
-async def test_not_yet_implemented(server: RunningServer, method: str, request_message) -> None:
+@pytest.mark.parametrize(
+    ("method", "request_message"), UNKNOWN_AGENT, ids=[m for m, _ in UNKNOWN_AGENT]
+)
+async def test_unknown_agent_id_is_not_found(
+    server: RunningServer, method: str, request_message
+) -> None:
     error = await rpc_error(getattr(server.stub, method)(request_message, timeout=10))
 
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert method in details(error) and "planned" in details(error)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "'nope'" in details(error)
 
 
-async def test_saved_agent_by_id_is_not_yet_implemented(server: RunningServer) -> None:
-    error = await rpc_error(server.stub.Execute(execute(agent_id="abc"), timeout=10))
+async def test_an_empty_agent_definition_names_its_missing_fields(server: RunningServer) -> None:
+    request = agent_service_pb2.CreateAgentRequest()
 
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "saved agents" in details(error)
+    error = await rpc_error(server.stub.CreateAgent(request, timeout=10))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(violations(error)) == {"agent.name", "agent.base_type"}

@@ -136,9 +136,13 @@ class ResultCache:
         self.stats = CacheStats()
         self._failing = False
 
-    def key(self, scope: str, payload: bytes) -> str:
-        """The key of a request: scope (method or step), payload, tenant, model, prompt version."""
-        return key_for(scope, payload, current_tenant.get(), self.model, PROMPT_VERSION)
+    def key(self, scope: str, payload: bytes, extras: bytes = b"") -> str:
+        """The key of a request: scope (method or step), payload, tenant, model, prompt version.
+
+        `extras` is whatever else the answer depends on (saved agents' revisions).
+        """
+        parts = (scope, payload, current_tenant.get(), self.model, PROMPT_VERSION)
+        return key_for(*parts, extras) if extras else key_for(*parts)
 
     async def get(self, key: str) -> Entry | None:
         """The entry under `key`; None when missing, corrupt, or the store is failing."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from grpc import aio
 from grpc_status import rpc_status
 from pydantic import ValidationError
 
+from ._cli_agents import add_agents_parser, agents_command
 from ._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from .client import WoollyClient
 from .config import Settings, describe_error
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         serve.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=info.description)
 
     commands.add_parser("types", help="list the built-in agent types")
+    add_agents_parser(commands)
+    status = commands.add_parser("status", help="show the server's status and its dependencies'")
+    status.add_argument("--json", action="store_true", help="print protobuf JSON, not text")
     for name, text in (
         ("execute", "run one agent, print its result"),
         ("stream", "stream one agent"),
@@ -84,7 +87,8 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import StartupError, serve  # the server's imports are only needed here
+    from .observability import configure_logging  # the server's imports are only needed here
+    from .server import StartupError, serve
 
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     try:
@@ -92,9 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"woolly-grpc: {describe_error(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:
@@ -111,6 +113,11 @@ async def _client_command(args: argparse.Namespace) -> int:
             return 0
         if args.command == "run":
             return await _run_command(client, args)
+        if args.command == "agents":
+            return await agents_command(client, args)
+        if args.command == "status":
+            _print_status(await client.server_status(), as_json=args.json)
+            return 0
         context = json.loads(args.context)
         if not isinstance(context, dict):
             raise ValueError("--context must be a JSON object")
@@ -150,6 +157,41 @@ async def _run_command(client: WoollyClient, args: argparse.Namespace) -> int:
     run = await action[args.action](args.run_id)
     print(json_format.MessageToJson(run, preserving_proto_field_name=True))
     return 0 if run.status != run_pb2.RUN_STATUS_FAILED else 1
+
+
+def _print_status(status: agent_service_pb2.GetServerStatusResponse, *, as_json: bool) -> None:
+    if as_json:
+        print(json_format.MessageToJson(status, preserving_proto_field_name=True))
+        return
+    res, gib = status.resources, 1 << 30
+    rss = res.process_rss_bytes / (1 << 20)
+    free, total = res.disk_free_bytes / gib, res.disk_total_bytes / gib
+    tools = f"{status.tool_count} tools" + ("" if status.mcp.configured else " (built-in)")
+    by_code = ", ".join(f"{code} {n}" for code, n in sorted(status.requests_by_code.items()))
+    rows = [
+        ("version", status.version),
+        ("uptime", str(status.uptime.ToTimedelta()).split(".")[0]),
+        ("model", status.model),
+        ("serving", "yes" if status.serving else "NO (shutting down)"),
+        ("runs", f"{status.active_runs} active of {status.max_concurrent_runs}"),
+        ("cache", f"{_dependency(status.cache)}; hit ratio {status.cache_hit_ratio:.0%}"),
+        ("mcp", f"{_dependency(status.mcp)}; {tools}"),
+        ("database", _dependency(status.database)),
+        ("process", f"cpu {res.process_cpu_percent:.1f}%, rss {rss:.1f} MiB"),
+        ("disk", f"{free:.1f} GiB free of {total:.1f} GiB"),
+        ("requests", by_code or "none yet"),
+    ]
+    for name, value in rows:
+        print(f"{name:<10} {value}")
+
+
+def _dependency(dependency: agent_service_pb2.DependencyStatus) -> str:
+    if not dependency.configured:
+        return "not configured"
+    if not dependency.reachable:
+        return f"{dependency.kind} UNREACHABLE ({dependency.error})"
+    latency_ms = dependency.latency.ToTimedelta().total_seconds() * 1e3
+    return f"{dependency.kind} reachable ({latency_ms:.1f} ms)"
 
 
 def _print_result(result: agent_pb2.AgentResult, *, as_json: bool) -> None:

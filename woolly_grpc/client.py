@@ -148,6 +148,13 @@ class WoollyClient:
         response = await self.stub.RetryRun(agent_service_pb2.RetryRunRequest(run_id=run_id))
         return response.run
 
+    async def server_status(
+        self, *, timeout: float | None = 10.0
+    ) -> agent_service_pb2.GetServerStatusResponse:
+        """The server's version, uptime, resources, dependencies, runs and calls by code."""
+        request = agent_service_pb2.GetServerStatusRequest()
+        return await self.stub.GetServerStatus(request, timeout=timeout)
+
     async def watch_run(
         self, run_id: str, after_sequence: int = 0
     ) -> AsyncIterator[agent_service_pb2.WatchRunResponse]:
@@ -159,3 +166,90 @@ class WoollyClient:
                 yield message
         finally:
             call.cancel()
+
+    async def create_agent(
+        self,
+        name: str,
+        base_type: AgentTypeLike,
+        *,
+        description: str = "",
+        system_prompt: str = "",
+        tools: Iterable[str] = (),
+        repository: str = "",
+        active: bool = True,
+        timeout: float | None = 10.0,
+    ) -> agent_pb2.AgentDefinition:
+        """Save a new agent: a base type with its own prompt and tool allow-list (empty = all)."""
+        agent = agent_pb2.AgentDefinition(
+            name=name,
+            base_type=agent_type_value(base_type),
+            description=description,
+            system_prompt=system_prompt,
+            tools=list(tools),
+            repository=repository,
+            is_active=active,
+        )
+        request = agent_service_pb2.CreateAgentRequest(agent=agent)
+        return (await self.stub.CreateAgent(request, timeout=timeout)).agent
+
+    async def get_agent(
+        self, agent_id: str, *, timeout: float | None = 10.0
+    ) -> agent_pb2.AgentDefinition:
+        """One saved agent."""
+        request = agent_service_pb2.GetAgentRequest(id=agent_id)
+        return (await self.stub.GetAgent(request, timeout=timeout)).agent
+
+    async def list_agents(
+        self, repository: str = "", *, page_size: int = 0, timeout: float | None = 10.0
+    ) -> AsyncIterator[agent_pb2.AgentDefinition]:
+        """Every saved agent (of `repository` and unscoped ones, if given), oldest first."""
+        token = ""
+        while True:
+            request = agent_service_pb2.ListAgentsRequest(
+                repository=repository, page_size=page_size, page_token=token
+            )
+            response = await self.stub.ListAgents(request, timeout=timeout)
+            for agent in response.agents:
+                yield agent
+            if not (token := response.next_page_token):
+                return
+
+    async def update_agent(
+        self,
+        agent_id: str,
+        *,
+        name: str | None = None,
+        base_type: AgentTypeLike | None = None,
+        description: str | None = None,
+        system_prompt: str | None = None,
+        tools: Iterable[str] | None = None,
+        repository: str | None = None,
+        active: bool | None = None,
+        timeout: float | None = 10.0,
+    ) -> agent_pb2.AgentDefinition:
+        """Change the fields given (and only those); the agent's revision grows by one.
+
+        Raises:
+            ValueError: when no field is given (an empty update mask would replace them all).
+        """
+        changes: dict[str, Any] = {
+            "name": name,
+            "base_type": None if base_type is None else agent_type_value(base_type),
+            "description": description,
+            "system_prompt": system_prompt,
+            "tools": None if tools is None else list(tools),
+            "repository": repository,
+            "is_active": active,
+        }
+        paths = [path for path, value in changes.items() if value is not None]
+        if not paths:
+            raise ValueError("give at least one field to change")
+        agent = agent_pb2.AgentDefinition(id=agent_id, **{p: changes[p] for p in paths})
+        request = agent_service_pb2.UpdateAgentRequest(agent=agent)
+        request.update_mask.paths.extend(paths)
+        return (await self.stub.UpdateAgent(request, timeout=timeout)).agent
+
+    async def delete_agent(self, agent_id: str, *, timeout: float | None = 10.0) -> None:
+        """Delete a saved agent."""
+        request = agent_service_pb2.DeleteAgentRequest(id=agent_id)
+        await self.stub.DeleteAgent(request, timeout=timeout)

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     """Address to listen on."""
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one."""
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    """Port of the Prometheus `/metrics` endpoint (on `host`); 0 turns it off."""
     model: str = "local"
     """`local` (the offline engine) or a pydantic-ai model name such as `openai:gpt-4o-mini`."""
     repos_root: Path = Path()
@@ -35,6 +37,9 @@ class Settings(BaseSettings):
     """How long a cached result lives when the call does not say (`options.cache_ttl`)."""
     mcp_url: str | None = None
     """An MCP server (streamable HTTP) whose tools replace the built-in repository tools."""
+    database_url: str = "sqlite:///woolly.db"
+    """Where saved agents live: `sqlite:///PATH` (relative to the working directory; `////` for an
+    absolute path) or `postgresql://USER:PASSWORD@HOST:PORT/DB` (for several replicas)."""
     max_query_chars: int = Field(100_000, ge=1)
     """Longest accepted `user_query`, in characters."""
     max_context_bytes: int = Field(256 * 1024, ge=2)
@@ -45,10 +50,14 @@ class Settings(BaseSettings):
     """Most runs executing at once on this replica; more get RESOURCE_EXHAUSTED."""
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest accepted gRPC message (above the field limits, so they get a clear answer)."""
+    orphan_grace_s: float = Field(10.0, ge=0)
+    """How long a run whose callers all went away waits for a WatchRun before it is cancelled."""
     shutdown_grace_s: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight calls may take to finish before they are cancelled."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the server."""
+    log_format: Literal["text", "json"] = "text"
+    """`text` lines for people, or `json` (one object per line) for log collectors."""
 
     @field_validator("repos_root")
     @classmethod
@@ -62,6 +71,13 @@ class Settings(BaseSettings):
     def _known_cache_scheme(cls, value: str) -> str:
         if not value.startswith(("memory://", "redis://", "rediss://")):
             raise ValueError("must start with memory://, redis:// or rediss://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+", "postgres:")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB")
         return value
 
     @field_validator("log_level", mode="before")

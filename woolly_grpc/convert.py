@@ -21,8 +21,10 @@ from .core import (
     Completed,
     Event,
     InvalidInput,
+    NotFound,
     ProposedFile,
     RunRequest,
+    SavedAgent,
     Started,
     StepCompleted,
     StepStarted,
@@ -32,11 +34,14 @@ from .core import (
     ToolResult,
     Usage,
 )
+from .saved_agents import AgentFields, AgentRecord
 
 SingleAgentRequest: TypeAlias = (
     agent_service_pb2.ExecuteRequest | agent_service_pb2.StreamExecuteRequest
 )
 """Execute and StreamExecute take the same fields."""
+AgentRunRequest: TypeAlias = SingleAgentRequest | agent_service_pb2.ExecuteChainRequest
+"""Every request that starts a run."""
 
 
 def agent_type_from_proto(value: int, field: str) -> AgentType:
@@ -69,30 +74,58 @@ def dict_to_struct(values: dict[str, Any] | Any) -> struct_pb2.Struct:
     return struct
 
 
-def run_request(request: SingleAgentRequest) -> RunRequest:
-    """The core request of an Execute / StreamExecute call."""
-    if request.WhichOneof("agent") == "agent_id":
-        raise NotImplementedError("saved agents (agent_id) are not implemented yet")
+def agent_refs(request: AgentRunRequest) -> list[tuple[str, str]]:
+    """The saved agents a run request names, as (request field, agent id)."""
+    if isinstance(request, agent_service_pb2.ExecuteChainRequest):
+        return [
+            (f"steps[{i}].agent_id", step.agent_id)
+            for i, step in enumerate(request.steps)
+            if step.WhichOneof("agent") == "agent_id"
+        ]
+    return [("agent_id", request.agent_id)] if request.WhichOneof("agent") == "agent_id" else []
+
+
+def run_request(
+    request: SingleAgentRequest, saved: Mapping[str, SavedAgent] | None = None
+) -> RunRequest:
+    """The core request of an Execute / StreamExecute call.
+
+    Args:
+        request: The call's request.
+        saved: The saved agents the request names (`agent_refs`), loaded by id.
+    """
+    agent = _saved(request.agent_id, saved) if request.WhichOneof("agent") == "agent_id" else None
     return RunRequest(
         repository=request.repository_name,
-        agent_type=agent_type_from_proto(request.agent_type, "agent_type"),
+        agent_type=(
+            agent.base_type if agent else agent_type_from_proto(request.agent_type, "agent_type")
+        ),
         query=request.user_query,
         context=struct_to_dict(request.context),
+        saved_agent=agent,
     )
 
 
-def chain_request(request: agent_service_pb2.ExecuteChainRequest) -> tuple[ChainRequest, str]:
-    """The core request of an ExecuteChain call, and the field that listed its steps."""
+def _saved(agent_id: str, saved: Mapping[str, SavedAgent] | None) -> SavedAgent:
+    if saved is None or agent_id not in saved:
+        raise NotFound("agent", agent_id)
+    return saved[agent_id]
+
+
+def chain_request(
+    request: agent_service_pb2.ExecuteChainRequest, saved: Mapping[str, SavedAgent] | None = None
+) -> tuple[ChainRequest, str]:
+    """The core request of an ExecuteChain call, and the field that listed its steps.
+
+    Args:
+        request: The call's request.
+        saved: The saved agents its steps name (`agent_refs`), loaded by id.
+    """
     if request.agent_chain and request.steps:
         raise InvalidInput.one("steps", "give the agents as agent_chain or as steps, not both")
     if request.steps:
-        if any(step.WhichOneof("agent") == "agent_id" for step in request.steps):
-            raise NotImplementedError("saved agents (agent_id) are not implemented yet")
         field = "steps"
-        steps = tuple(
-            ChainStep(agent_type_from_proto(step.agent_type, f"steps[{i}].agent_type"))
-            for i, step in enumerate(request.steps)
-        )
+        steps = tuple(_chain_step(step, i, saved) for i, step in enumerate(request.steps))
     else:
         field = "agent_chain"
         steps = tuple(
@@ -112,6 +145,55 @@ def chain_request(request: agent_service_pb2.ExecuteChainRequest) -> tuple[Chain
         mode=mode,
     )
     return chain, field
+
+
+def _chain_step(
+    step: agent_pb2.ChainStep, index: int, saved: Mapping[str, SavedAgent] | None
+) -> ChainStep:
+    if step.WhichOneof("agent") == "agent_id":
+        agent = _saved(step.agent_id, saved)
+        return ChainStep(agent.base_type, agent)
+    return ChainStep(agent_type_from_proto(step.agent_type, f"steps[{index}].agent_type"))
+
+
+def agent_fields(message: agent_pb2.AgentDefinition) -> AgentFields:
+    """The writable fields of an AgentDefinition (an unset `is_active` means active)."""
+    try:
+        base_type: AgentType | None = agent_type_from_proto(message.base_type, "agent.base_type")
+    except InvalidInput:
+        base_type = None  # reported with the other fields' problems
+    return AgentFields(
+        name=message.name,
+        base_type=base_type,
+        description=message.description,
+        system_prompt=message.system_prompt,
+        tools=tuple(message.tools),
+        repository=message.repository,
+        is_active=message.is_active if message.HasField("is_active") else True,
+    )
+
+
+def agent_to_proto(record: AgentRecord) -> agent_pb2.AgentDefinition:
+    """A stored saved agent as an AgentDefinition."""
+    agent = record.fields
+    message = agent_pb2.AgentDefinition(
+        id=record.id,
+        name=agent.name,
+        description=agent.description,
+        system_prompt=agent.system_prompt,
+        base_type=(
+            agent_type_to_proto(agent.base_type)
+            if agent.base_type
+            else agent_pb2.AGENT_TYPE_UNSPECIFIED
+        ),
+        tools=agent.tools,
+        repository=agent.repository,
+        is_active=agent.is_active,
+        revision=record.revision,
+    )
+    message.create_time.FromDatetime(record.create_time)
+    message.update_time.FromDatetime(record.update_time)
+    return message
 
 
 def usage_to_proto(usage: Usage) -> agent_pb2.Usage:

@@ -21,9 +21,11 @@ from .core import (
     LimitExceeded,
     ModelFailed,
     NotFound,
+    OutOfRange,
     Overloaded,
     Unavailable,
 )
+from .store import StoreError
 
 _log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ _log = logging.getLogger(__name__)
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -38,6 +41,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (ModelFailed, grpc.StatusCode.INTERNAL),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
 ]
 
 

@@ -1,30 +1,310 @@
-"""Metrics for /metrics, defined once on a registry of their own (one per server)."""
+"""Metrics for /metrics (one registry per server), agent metrics from run events, logging setup.
+
+The gRPC metrics are recorded by `interceptors/metrics.py`; the agent metrics here, in one
+place, from the events every run produces (`AgentMetrics` is the RunManager's observer).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from threading import Thread
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ._gen.woolly.v1 import agent_pb2, run_pb2
+from .core import (
+    AgentResult,
+    AgentType,
+    Completed,
+    Event,
+    StepCompleted,
+    StepStarted,
+    TextDelta,
+    ToolCall,
+)
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# fmt: off
+RPC_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)
+"""From a cache hit (sub-millisecond) to a long agent stream (minutes)."""
+AGENT_BUCKETS = (
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)
+"""LLM runs: tens of milliseconds (the local engine) to ten minutes (long tool loops)."""
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+"""Time to first token: tens of milliseconds to a minute."""
+# fmt: on
+
+GO_CODE_NAMES: dict[grpc.StatusCode, str] = {
+    code: "".join(part.title() for part in code.name.split("_")) for code in grpc.StatusCode
+} | {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
+"""`grpc_code` label values exactly as go-grpc-prometheus writes them, so its dashboards and
+alert rules work unchanged (`InvalidArgument`, `Canceled`, …)."""
+
+CHAIN_LABEL = "chain"
+"""The `agent_type` of a whole chain run in `agent_requests_total` and its duration."""
 
 
 class Metrics:
     """Every metric the server exports, registered on `registry`."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry = registry or CollectorRegistry()
         self.cache_hits = Counter(
             "cache_hits",
             "Cacheable calls answered from the result cache.",
             ["agent_type"],
-            registry=self.registry,
+            registry=registry,
         )
         self.cache_misses = Counter(
             "cache_misses",
             "Cacheable calls that ran the agent (coalesced ones included).",
             ["agent_type"],
-            registry=self.registry,
+            registry=registry,
         )
         self.cache_errors = Counter(
             "cache_errors",
             "Cache store operations that failed; the call went on uncached.",
             ["operation"],
-            registry=self.registry,
+            registry=registry,
         )
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server.", GRPC_LABELS, registry=registry
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by final status code.",
+            [*GRPC_LABELS, "grpc_code"],
+            registry=registry,
+        )
+        self.grpc_handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC's handler to its final status.",
+            GRPC_LABELS,
+            buckets=RPC_BUCKETS,
+            registry=registry,
+        )
+        self.grpc_msg_received = Counter(
+            "grpc_server_msg_received",
+            "Request messages received (one per unary call).",
+            GRPC_LABELS,
+            registry=registry,
+        )
+        self.grpc_msg_sent = Counter(
+            "grpc_server_msg_sent",
+            "Response messages sent (one per successful unary call).",
+            GRPC_LABELS,
+            registry=registry,
+        )
+        self.agent_requests = Counter(
+            "agent_requests",
+            "Runs that ended (cache hits are not runs), by final status.",
+            ["agent_type", "status"],
+            registry=registry,
+        )
+        self.agent_duration = Histogram(
+            "agent_request_duration_seconds",
+            "Run duration, start to end, whatever the outcome.",
+            ["agent_type"],
+            buckets=AGENT_BUCKETS,
+            registry=registry,
+        )
+        self.active_agents = Gauge(
+            "active_agents", "Runs executing on this replica now.", registry=registry
+        )
+        self.agent_ttft = Histogram(
+            "agent_time_to_first_token_seconds",
+            "From an agent's start (a run's, or a chain step's) to its first text delta.",
+            ["agent_type"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.agent_tokens = Counter(
+            "agent_tokens",
+            "Model tokens of finished agents (cached results excluded).",
+            ["agent_type", "direction"],
+            registry=registry,
+        )
+        self.agent_tool_calls = Counter(
+            "agent_tool_calls",
+            "Tool calls made by agents.",
+            ["agent_type", "tool"],
+            registry=registry,
+        )
+        self.agent_chain_steps = Counter(
+            "agent_chain_steps",
+            "Chain steps finished, by whether the model ran or the step cache answered.",
+            ["agent_type", "source"],
+            registry=registry,
+        )
+
+    def handled_by_code(self) -> dict[str, int]:
+        """RPCs handled since start by status code name (`INVALID_ARGUMENT`), from the counter."""
+        by_go_name = {go: code.name for code, go in GO_CODE_NAMES.items()}
+        totals: dict[str, int] = {}
+        for family in self.grpc_handled.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    name = by_go_name.get(sample.labels["grpc_code"], sample.labels["grpc_code"])
+                    totals[name] = totals.get(name, 0) + int(sample.value)
+        return totals
+
+
+@dataclass
+class _Timing:
+    """What the observer remembers about a run in flight."""
+
+    label: str
+    began: float
+    first_text: dict[int | None, float] = field(default_factory=dict)
+    """Time of the first text delta, per chain step (None for a single-agent run)."""
+    step_began: dict[int, float] = field(default_factory=dict)
+
+
+class AgentMetrics:
+    """Records the agent metrics from the run events (the RunManager's observer).
+
+    A single-agent run observes TTFT at its first text delta. A chain step observes it when the
+    step completes, and only if the model ran: a step answered by the step cache replays its
+    text as one delta, which is no model latency.
+    """
+
+    def __init__(self, metrics: Metrics, clock: Any = time.perf_counter) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self._runs: dict[str, _Timing] = {}
+
+    def run_started(self, run: run_pb2.Run) -> None:
+        """Count the run as active and remember when it began."""
+        self._runs[run.id] = _Timing(_run_label(run), self.clock())
+        self.metrics.active_agents.inc()
+
+    def run_event(self, run: run_pb2.Run, event: Event) -> None:
+        """TTFT, tool calls, tokens and chain steps, from one event."""
+        timing = self._runs.get(run.id)
+        if timing is None:
+            return
+        m = self.metrics
+        match event:
+            case StepStarted(step=int(step)):
+                timing.step_began[step] = self.clock()
+            case TextDelta() if event.step not in timing.first_text:
+                now = timing.first_text[event.step] = self.clock()
+                if event.step is None:
+                    m.agent_ttft.labels(_agent_label(event.agent_type)).observe(now - timing.began)
+            case ToolCall():
+                m.agent_tool_calls.labels(_agent_label(event.agent_type), event.name).inc()
+            case Completed():
+                self._count_tokens(event.result)
+            case StepCompleted(step=int(step)):
+                label = _agent_label(event.agent_type)
+                cached = event.result.cached
+                m.agent_chain_steps.labels(label, "cache" if cached else "model").inc()
+                if not cached:
+                    self._count_tokens(event.result)
+                    if step in timing.first_text:
+                        began = timing.step_began.get(step, timing.began)
+                        m.agent_ttft.labels(label).observe(timing.first_text[step] - began)
+
+    def run_ended(self, run: run_pb2.Run) -> None:
+        """Count the run by its final status and observe its duration."""
+        timing = self._runs.pop(run.id, None)
+        if timing is None:
+            return
+        self.metrics.active_agents.dec()
+        status = run_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_").lower()
+        self.metrics.agent_requests.labels(timing.label, status).inc()
+        self.metrics.agent_duration.labels(timing.label).observe(self.clock() - timing.began)
+
+    def _count_tokens(self, result: AgentResult) -> None:
+        label = result.agent_type.value
+        self.metrics.agent_tokens.labels(label, "input").inc(result.usage.input_tokens)
+        self.metrics.agent_tokens.labels(label, "output").inc(result.usage.output_tokens)
+
+
+def _agent_label(agent_type: AgentType | None) -> str:
+    return agent_type.value if agent_type is not None else "unknown"
+
+
+def _run_label(run: run_pb2.Run) -> str:
+    if run.method == "ExecuteChain":
+        return CHAIN_LABEL
+    if not run.agent_types:
+        return "unknown"
+    return agent_pb2.AgentType.Name(run.agent_types[0]).removeprefix("AGENT_TYPE_").lower()
+
+
+class MetricsEndpoint:
+    """prometheus-client's own HTTP server, serving one registry on `/metrics`."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        server, thread = start_http_server(port, host, registry=registry)
+        self._server: WSGIServer = server
+        self._thread: Thread = thread
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return int(self._server.server_port)
+
+    async def close(self) -> None:
+        """Stop serving (its loop polls every 0.5 s, so this waits in a thread) and unbind."""
+        await asyncio.to_thread(self._server.shutdown)
+        self._server.server_close()
+        await asyncio.to_thread(self._thread.join, 5.0)
+
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's `fields`."""
+
+    _second = -1
+    _stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        second = int(record.created)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second, self._stamp = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
+            )
+        entry: dict[str, Any] = {
+            "time": f"{self._stamp}.{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Set up the root logger once for the process: level and text or JSON lines on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    json_lines = settings.log_format == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(_TEXT_FORMAT))
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    # No format here prints them, and looking them up costs on every record (logging HOWTO).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    if settings.log_level != "DEBUG":
+        # httpx logs every request URL at INFO (MCP calls); a URL may carry a token.
+        logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,48 +1,50 @@
 """Runs: every execution is a task appending numbered events to a log that any reader follows.
 
-The RPC that starts a run is only its first reader; WatchRun is another. A run's log holds
-serialized WatchRunResponse messages, which are wire-compatible with the StreamExecute and
-ExecuteChain responses, so every reader handles every run.
+The RPC that starts a run is only its first reader; WatchRun is another, on any replica. A run's
+log holds serialized WatchRunResponse messages, which are wire-compatible with the StreamExecute
+and ExecuteChain responses, so every reader handles every run. Runs executing here are read
+from memory; the journal (`run_journal.py`) puts them in the shared store for other replicas.
+When the last reader goes away, the run is cancelled after the orphan grace unless it was
+started with `detach` or someone attaches again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
-from google.rpc import code_pb2, status_pb2
+from google.rpc import status_pb2
 
-from . import convert
-from ._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
-from .core import (
-    AgentType,
-    ChainCompleted,
-    Completed,
-    Event,
-    NotFound,
-    Overloaded,
-    StepCompleted,
-    TextDelta,
-    Usage,
-)
-from .errors import to_status
+from ._gen.woolly.v1 import run_pb2
+from ._local_run import LocalRun
+from .core import AgentType, Event, Overloaded
+from .run_journal import RunJournal
+from .store import StoreError
 
-RUN_RETENTION_S = 3600.0
-"""Finished runs are kept at least this long (unless `max_kept_runs` forces out the oldest)."""
+_log = logging.getLogger(__name__)
 
 EventSource = Callable[[], AsyncIterator[Event]]
 """Starts the core stream of a run (called once, inside the run's task)."""
 
 current_run_id: ContextVar[str] = ContextVar("woolly_run_id", default="")
 """The run the current call started or joined (for its log line)."""
+
+CONTROL_CHANNEL = "runs:control"
+"""Replicas tell each other `cancel <id> <reason>`, `attach <id>` and `detach <id>` here."""
+
+CLOSE_FLUSH_S = 2.0
+"""At shutdown, how long the journal may take to write out the last events."""
+
+CANCEL_WAIT_S = 10.0
+"""How long CancelRun waits for a run on another replica to confirm it stopped."""
 
 
 class RunObserver(Protocol):
@@ -58,62 +60,51 @@ class RunObserver(Protocol):
         """A run ended; `run.status`, its end time, results and usage are final."""
 
 
-@dataclass
-class _Run:
-    record: run_pb2.Run
-    request: Message
-    """The request that started the run, for RetryRun."""
-    log: list[bytes] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    error: status_pb2.Status | None = None
-    cancel_reason: run_pb2.CancelReason.ValueType = run_pb2.CANCEL_REASON_UNSPECIFIED
-    step_results: dict[int, agent_pb2.AgentResult] = field(default_factory=dict)
-    step_usage: dict[int, Usage] = field(default_factory=dict)
-    ended_at: float | None = None
-    readers: int = 0
-    """Callers following the run now; when the last one leaves, the run is abandoned."""
-    flight_key: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.ended_at is not None
-
-    def notify(self) -> None:
-        # Swap before setting so that a reader waits on the event of the state it saw.
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
-
-
 class RunManager:
     """Starts runs, keeps their logs and records, and lets readers replay and follow them.
 
     Args:
-        max_concurrent: Most runs executing at once; more raise Overloaded.
-        max_kept_runs: Most runs kept in memory; the oldest finished ones go first.
+        journal: Where runs are shared with other replicas (and kept after they end).
+        max_concurrent: Most runs executing at once here; more raise Overloaded.
+        orphan_grace_s: How long a run whose readers all left waits for one to come back.
+        observer: Sees every run's events (metrics).
+        keep_local: Most finished runs kept in memory (the journal keeps them longer).
     """
 
     def __init__(
         self,
+        journal: RunJournal,
         *,
         max_concurrent: int,
-        max_kept_runs: int = 5_000,
+        orphan_grace_s: float,
         observer: RunObserver | None = None,
+        keep_local: int = 1_000,
     ) -> None:
+        self.journal = journal
         self.max_concurrent = max_concurrent
+        self.orphan_grace_s = orphan_grace_s
         self.observer = observer
-        self.max_kept_runs = max_kept_runs
-        self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self.keep_local = keep_local
+        self.closing = False
+        """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
+        self._runs: OrderedDict[str, LocalRun] = OrderedDict()
         self._in_flight: dict[str, str] = {}
         """Cache key → id of the run computing it, so identical calls share one run."""
         self._active = 0
-        self.closing = False
-        """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
+        self._control: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def active(self) -> int:
-        """Runs executing now."""
+        """Runs executing on this replica now."""
         return self._active
+
+    async def open(self) -> None:
+        """Start listening to other replicas (cancel requests, remote watchers)."""
+        ready = asyncio.Event()
+        self._control = asyncio.create_task(self._listen(ready), name="runs-control")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), CANCEL_WAIT_S)
 
     def start(
         self,
@@ -124,6 +115,7 @@ class RunManager:
         agent_types: list[AgentType],
         events: EventSource,
         flight_key: str | None = None,
+        detach: bool = False,
     ) -> tuple[str, bool]:
         """Start a run in its own task; returns its id and whether it was already in flight.
 
@@ -135,6 +127,7 @@ class RunManager:
             events: Starts the core event stream, inside the run's task.
             flight_key: Identical calls share this key: while a run with it is in flight, the
                 call joins that run instead of starting another (singleflight).
+            detach: Run to the end even when every reader has gone.
         """
         if flight_key is not None and (joined := self._in_flight.get(flight_key)) is not None:
             return joined, True
@@ -142,41 +135,47 @@ class RunManager:
             raise Overloaded(
                 f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
             )
-        run_id = uuid.uuid4().hex
-        record = run_pb2.Run(
-            id=run_id,
-            status=run_pb2.RUN_STATUS_RUNNING,
-            method=method,
-            repository_name=repository,
-            agent_types=[convert.agent_type_to_proto(t) for t in agent_types],
-        )
-        record.start_time.GetCurrentTime()
-        run = _Run(record=record, request=request, flight_key=flight_key)
+        run = LocalRun.begin(uuid.uuid4().hex, method, request, repository, agent_types)
+        run.flight_key, run.detach = flight_key, detach
         self._forget_old()
-        self._runs[run_id] = run
+        self._runs[run.id] = run
         if flight_key is not None:
-            self._in_flight[flight_key] = run_id
+            self._in_flight[flight_key] = run.id
         self._active += 1
         if self.observer is not None:
-            self.observer.run_started(record)
-        run.task = asyncio.create_task(self._drive(run, events), name=f"run-{run_id}")
-        return run_id, False
+            self.observer.run_started(run.record)
+        run.task = asyncio.create_task(self._drive(run, events), name=f"run-{run.id}")
+        self._spawn(self.journal.flush_loop(run.record, run.log, run.unflushed, lambda: run.done))
+        return run.id, False
 
-    def get(self, run_id: str) -> run_pb2.Run:
-        """The run's current record."""
-        return self._find(run_id).record
+    async def get(self, run_id: str) -> run_pb2.Run:
+        """The run's current record (this replica's, else the store's)."""
+        run = self._runs.get(run_id)
+        return run.record if run is not None else await self.journal.load_record(run_id)
 
-    def request_of(self, run_id: str) -> Message:
-        """The request that started the run."""
-        return self._find(run_id).request
+    async def request_of(self, run_id: str) -> tuple[str, bytes]:
+        """The method and serialized request that started the run."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            return run.record.method, run.request.SerializeToString()
+        return await self.journal.load_request(run_id)
 
     def error_of(self, run_id: str) -> status_pb2.Status | None:
-        """The status a failed or cancelled run ended with; None otherwise."""
-        return self._find(run_id).error
+        """The full status a run executed here ended with, if it failed or was cancelled."""
+        run = self._runs.get(run_id)
+        return run.error if run is not None else None
 
     async def follow(self, run_id: str, after_sequence: int = 0) -> AsyncGenerator[bytes]:
-        """Yield the run's serialized events after `after_sequence`, then new ones until it ends."""
-        run = self._find(run_id)
+        """Yield the run's serialized events after `after_sequence`, then new ones until it ends.
+
+        While this follows a run, the run has a reader and is not orphaned.
+        """
+        run = self._runs.get(run_id)
+        if run is None:
+            async with self._attached_remotely(run_id):
+                async for entry in self.journal.follow(run_id, max(after_sequence, 0)):
+                    yield entry
+            return
         position = max(after_sequence, 0)
         run.readers += 1
         try:
@@ -187,118 +186,135 @@ class RunManager:
                     continue
                 if run.done:
                     return
-                changed = run.changed
-                await changed.wait()
+                await run.wait_for_change()
         finally:
             run.readers -= 1
 
-    def abandon(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> None:
-        """A reader went away: cancel the run if nobody else follows it."""
-        if self._find(run_id).readers == 0:
-            self.cancel(run_id, reason)
+    async def wait(self, run_id: str) -> run_pb2.Run:
+        """Follow the run to its end (as a reader) and return its record."""
+        start = (await self.get(run_id)).last_sequence
+        async with contextlib.aclosing(self.follow(run_id, after_sequence=start)) as events:
+            async for _ in events:
+                pass
+        return await self.get(run_id)
 
-    def cancel(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> run_pb2.Run:
-        """Cancel a running run (its model call included); a finished run is left as it is."""
-        run = self._find(run_id)
+    def abandon(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> None:
+        """A reader went away: unless someone still reads it, cancel the run after the grace."""
+        run = self._runs.get(run_id)
+        if run is None or run.done or run.detach or run.readers or run.remote_readers:
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.orphan_grace_s, self._cancel_if_orphaned, run, reason)
+
+    async def cancel(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> run_pb2.Run:
+        """Stop a run (its model call included) wherever it runs; returns it as it ended."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            self._cancel_local(run, reason)
+            return await self.wait(run_id)
+        record = await self.journal.load_record(run_id)
+        if record.status != run_pb2.RUN_STATUS_RUNNING:
+            return record
+        await self.journal.store.publish(CONTROL_CHANNEL, f"cancel {run_id} {reason}".encode())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait(run_id), CANCEL_WAIT_S)
+        return await self.get(run_id)
+
+    async def close(self) -> None:
+        """Cancel every run still executing here (reason SHUTDOWN) and write them out."""
+        self.closing = True
+        running = [r for r in self._runs.values() if not r.done]
+        for run in running:
+            self._cancel_local(run, run_pb2.CANCEL_REASON_SHUTDOWN)
+        await asyncio.gather(*(r.task for r in running if r.task), return_exceptions=True)
+        if self._background:
+            # Give the journal a moment to write the last events out; a dead store gets no more.
+            _, stuck = await asyncio.wait(self._background, timeout=CLOSE_FLUSH_S)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+        if self._control is not None:
+            self._control.cancel()
+            await asyncio.gather(self._control, return_exceptions=True)
+
+    def _cancel_if_orphaned(self, run: LocalRun, reason: run_pb2.CancelReason.ValueType) -> None:
+        if not (run.done or run.detach or run.readers or run.remote_readers):
+            self._cancel_local(run, reason)
+
+    def _cancel_local(self, run: LocalRun, reason: run_pb2.CancelReason.ValueType) -> None:
         if self.closing and reason != run_pb2.CANCEL_REASON_EXPLICIT:
             reason = run_pb2.CANCEL_REASON_SHUTDOWN
         if not run.done and run.task is not None:
             run.cancel_reason = reason
             run.task.cancel()
-        return run.record
 
-    async def wait(self, run_id: str) -> run_pb2.Run:
-        """Wait for the run to end and return its record."""
-        start = len(self._find(run_id).log)
-        async with contextlib.aclosing(self.follow(run_id, after_sequence=start)) as events:
-            async for _ in events:
-                pass
-        return self.get(run_id)
-
-    async def shutdown(self) -> None:
-        """Cancel every run still executing, with reason SHUTDOWN, and wait for them."""
-        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.done]
-        for run in self._runs.values():
-            if not run.done:
-                self.cancel(run.record.id, run_pb2.CANCEL_REASON_SHUTDOWN)
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _find(self, run_id: str) -> _Run:
-        run = self._runs.get(run_id)
-        if run is None:
-            raise NotFound("run", run_id, hint="runs are kept for an hour after they end")
-        return run
-
-    def _forget_old(self) -> None:
-        now = time.monotonic()
-        for run_id, run in list(self._runs.items()):
-            too_many = len(self._runs) >= self.max_kept_runs
-            expired = run.ended_at is not None and now - run.ended_at > RUN_RETENTION_S
-            if run.done and (too_many or expired):
-                del self._runs[run_id]
-            elif not too_many:
-                break  # runs are in start order: the rest are younger
-
-    async def _drive(self, run: _Run, events: EventSource) -> None:
-        record = run.record
+    async def _drive(self, run: LocalRun, events: EventSource) -> None:
+        try:
+            await self.journal.save_request(run.id, run.record.method, run.request)
+        except StoreError as exc:
+            _log.warning("could not store the request of run %s: %s", run.id, exc)
         try:
             async for event in events():
-                self._append(run, event)
-            record.status = run_pb2.RUN_STATUS_SUCCEEDED
+                run.append(event)
+                if self.observer is not None:
+                    self.observer.run_event(run.record, event)
+            run.succeed()
         except asyncio.CancelledError:
-            # Ours to absorb: the run ends as CANCELLED, its readers are told, the task ends.
-            record.status = run_pb2.RUN_STATUS_CANCELLED
-            record.cancel_reason = run.cancel_reason or run_pb2.CANCEL_REASON_SHUTDOWN
-            run.error = status_pb2.Status(code=code_pb2.CANCELLED, message="the run was cancelled")
-            self._append_final(run, cancelled=run_pb2.RunCancelled(reason=record.cancel_reason))
+            run.cancelled()  # ours to absorb: readers are told, the task ends normally
         except Exception as exc:
-            run.error = to_status(exc, record.id)
-            record.status = run_pb2.RUN_STATUS_FAILED
-            record.error.CopyFrom(run_pb2.RunError(code=run.error.code, message=run.error.message))
-            self._append_final(
-                run, failed=run_pb2.RunFailed(code=run.error.code, message=run.error.message)
-            )
+            run.fail(exc)
         finally:
-            record.end_time.GetCurrentTime()
-            run.ended_at = time.monotonic()
             self._active -= 1
             if run.flight_key is not None:
                 self._in_flight.pop(run.flight_key, None)
             if self.observer is not None:
-                self.observer.run_ended(record)
-            run.notify()
+                self.observer.run_ended(run.record)
 
-    def _append(self, run: _Run, event: Event) -> None:
-        record = run.record
-        record.last_sequence += 1
-        message = convert.event_to_proto(record.id, record.last_sequence, event)
-        run.log.append(message.SerializeToString())
-        match event:
-            case TextDelta():
-                record.partial_content += event.text
-            case Completed() | StepCompleted():
-                step = event.step or 0
-                run.step_results[step] = convert.result_to_proto(event.result)
-                run.step_usage[step] = event.result.usage
-                del record.results[:]
-                record.results.extend(run.step_results[i] for i in sorted(run.step_results))
-                record.usage.CopyFrom(convert.usage_to_proto(sum(run.step_usage.values(), Usage())))
-            case ChainCompleted():
-                record.final_context.CopyFrom(message.chain_completed.final_context)
-        if self.observer is not None:
-            self.observer.run_event(record, event)
-        run.notify()
+    @contextlib.asynccontextmanager
+    async def _attached_remotely(self, run_id: str) -> AsyncIterator[None]:
+        """Tell the run's replica a reader follows it from here (so it is not orphaned)."""
+        store = self.journal.store
+        with contextlib.suppress(StoreError):
+            await store.publish(CONTROL_CHANNEL, f"attach {run_id}".encode())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(StoreError):
+                await store.publish(CONTROL_CHANNEL, f"detach {run_id}".encode())
 
-    def _append_final(
-        self,
-        run: _Run,
-        *,
-        failed: run_pb2.RunFailed | None = None,
-        cancelled: run_pb2.RunCancelled | None = None,
-    ) -> None:
-        record = run.record
-        record.last_sequence += 1
-        message = agent_service_pb2.WatchRunResponse(
-            run_id=record.id, sequence=record.last_sequence, failed=failed, cancelled=cancelled
-        )
-        run.log.append(message.SerializeToString())
+    async def _listen(self, ready: asyncio.Event) -> None:
+        while True:
+            try:
+                async with self.journal.store.subscribe(CONTROL_CHANNEL) as messages:
+                    ready.set()
+                    async for message in messages:
+                        self._on_control(message.decode().split())
+            except StoreError as exc:
+                _log.warning("run control channel lost (%s); listening again shortly", exc)
+                ready.set()
+                await asyncio.sleep(1.0)
+
+    def _on_control(self, words: list[str]) -> None:
+        if len(words) < 2 or (run := self._runs.get(words[1])) is None or run.done:
+            return
+        if words[0] == "cancel" and len(words) == 3 and words[2].isdigit():
+            self._cancel_local(run, run_pb2.CancelReason.ValueType(int(words[2])))
+        elif words[0] == "attach":
+            run.remote_readers += 1
+        elif words[0] == "detach":
+            run.remote_readers = max(0, run.remote_readers - 1)
+            self.abandon(run.id, run_pb2.CANCEL_REASON_CLIENT)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _forget_old(self) -> None:
+        """Drop the oldest finished runs beyond `keep_local` (the journal still has them)."""
+        now = time.monotonic()
+        for run_id, run in list(self._runs.items()):
+            if len(self._runs) < self.keep_local and not run.expired(now):
+                break
+            if run.done:
+                del self._runs[run_id]

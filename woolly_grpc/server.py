@@ -16,16 +16,23 @@ from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.models import Model
 from pydantic_ai.toolsets import AbstractToolset
 
+from . import convert
 from ._gen.woolly.v1 import agent_service_pb2, agent_service_pb2_grpc
+from .agent_registry import AgentRegistry, toolset_names
+from .agents_store import AgentsStore
 from .cache import ResultCache, StepResultCache
 from .config import Settings
-from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits, RepoDeps
+from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits, RepoDeps, Unavailable
 from .interceptors import build_interceptors
-from .observability import Metrics
+from .observability import AgentMetrics, Metrics, MetricsEndpoint
+from .run_journal import RunJournal
 from .runs import RunManager
 from .service import AgentService
+from .status import StatusReporter
 from .store import open_store
 
+RUN_RETENTION_S = 3600.0
+"""Runs, their results and their events are kept this long after their last event."""
 SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _log = logging.getLogger(__name__)
@@ -47,6 +54,11 @@ class App:
     port: int
     """The bound port (the real one when settings.port is 0)."""
     settings: Settings
+    status: StatusReporter | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+    """The /metrics HTTP server, once started (none when `metrics_port` is 0)."""
+    agents: AgentRegistry | None = None
+    """Saved agents; their database is opened (schema created) by `start`."""
 
 
 def build(settings: Settings, *, model: Model | None = None) -> App:
@@ -78,14 +90,41 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
     cache = ResultCache(
         store, model=runner.model_name, default_ttl_s=settings.cache_ttl_s, metrics=metrics
     )
-    runs = RunManager(max_concurrent=settings.max_concurrent_runs)
+    runs = RunManager(
+        RunJournal(store, retention_s=RUN_RETENTION_S),
+        max_concurrent=settings.max_concurrent_runs,
+        orphan_grace_s=settings.orphan_grace_s,
+        observer=AgentMetrics(metrics),
+    )
+    try:
+        agents = AgentRegistry(AgentsStore(settings.database_url), toolset_names(runner.toolset))
+    except ValueError as exc:
+        raise StartupError(f"cannot use WOOLLY_DATABASE_URL: {exc}") from exc
+
+    async def agent_revisions(request: convert.AgentRunRequest) -> bytes:
+        return await agents.revision_key(convert.agent_refs(request))
+
     server = aio.server(
-        interceptors=build_interceptors(cache if settings.cache_enabled else None),
+        interceptors=build_interceptors(
+            cache if settings.cache_enabled else None,
+            metrics=metrics,
+            key_extras=agent_revisions,
+        ),
         options=_server_options(settings),
     )
     chains = ChainRunner(runner, step_cache=StepResultCache(cache))
+    status = StatusReporter(
+        model=runner.model_name,
+        repos_root=settings.repos_root,
+        mcp_url=settings.mcp_url,
+        builtin_tools=len(REPOSITORY_TOOLSET.tools),
+        runs=runs,
+        cache=cache,
+        metrics=metrics,
+        database=agents.store,
+    )
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentService(runner, chains, runs), server
+        AgentService(runner, chains, runs, status=status, agents=agents), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -95,7 +134,9 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: {exc}") from exc
-    return App(server, health_servicer, runs, cache, metrics, port, settings)
+    return App(
+        server, health_servicer, runs, cache, metrics, port, settings, status=status, agents=agents
+    )
 
 
 def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
@@ -132,19 +173,54 @@ def _add_reflection(server: aio.Server) -> None:
 
 async def start(app: App) -> None:
     """Start taking calls and report SERVING."""
+    _start_metrics_endpoint(app)  # first: a taken port then leaves nothing else to close
+    await _open_agents_database(app)
+    await app.runs.open()
     await app.server.start()
     await app.health.set("", health_pb2.HealthCheckResponse.SERVING)
     await app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    if app.status is not None:
+        app.status.serving = True
+
+
+async def _open_agents_database(app: App) -> None:
+    """Connect to the saved-agents database and create its schema, or stop start-up."""
+    if app.agents is None:
+        return
+    try:
+        await app.agents.store.open()
+    except Unavailable as exc:
+        await app.agents.store.close()
+        raise StartupError(str(exc)) from exc
+    _log.info("saved agents in %s", app.agents.store.display_url)
+
+
+def _start_metrics_endpoint(app: App) -> None:
+    port = app.settings.metrics_port
+    if port == 0:
+        return
+    address = f"{app.settings.host}:{port}"
+    try:
+        app.metrics_endpoint = MetricsEndpoint(app.metrics.registry, app.settings.host, port)
+    except OSError as exc:
+        raise StartupError(f"cannot serve /metrics on {address}: {exc}") from exc
+    _log.info("metrics on http://%s/metrics", address)
 
 
 async def stop(app: App, grace: float | None = None) -> None:
     """NOT_SERVING at once, let in-flight calls finish within the grace, cancel the rest."""
     grace = app.settings.shutdown_grace_s if grace is None else grace
     await app.health.enter_graceful_shutdown()
+    if app.status is not None:
+        app.status.serving = False
     app.runs.closing = True
     await app.server.stop(grace)
-    await app.runs.shutdown()
+    await app.runs.close()
     await app.cache.store.close()
+    if app.agents is not None:
+        await app.agents.store.close()
+    if app.metrics_endpoint is not None:
+        await app.metrics_endpoint.close()
 
 
 async def serve(settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -18,17 +18,39 @@ from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
 from .errors import abort, map_core_errors
 from .runs import RunManager, current_run_id
 
+if TYPE_CHECKING:
+    from .agent_registry import AgentRegistry
+    from .status import StatusReporter
+
 Context: TypeAlias = aio.ServicerContext[Any, Any]
-_Streamed = TypeVar("_Streamed", pb.StreamExecuteResponse, pb.ExecuteChainResponse)
+_Streamed = TypeVar(
+    "_Streamed", pb.StreamExecuteResponse, pb.ExecuteChainResponse, pb.WatchRunResponse
+)
+_RunRequest = pb.ExecuteRequest | pb.StreamExecuteRequest | pb.ExecuteChainRequest
+_RETRYABLE: dict[str, type[_RunRequest]] = {
+    "Execute": pb.ExecuteRequest,
+    "StreamExecute": pb.StreamExecuteRequest,
+    "ExecuteChain": pb.ExecuteChainRequest,
+}
 
 
 class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     """One short method per RPC; the work happens in the core and in RunManager."""
 
-    def __init__(self, runner: AgentRunner, chains: ChainRunner, runs: RunManager) -> None:
+    def __init__(
+        self,
+        runner: AgentRunner,
+        chains: ChainRunner,
+        runs: RunManager,
+        *,
+        status: StatusReporter | None = None,
+        agents: AgentRegistry,
+    ) -> None:
         self.runner = runner
         self.chains = chains
         self.runs = runs
+        self.status = status
+        self.agents = agents
 
     async def ListAgentTypes(
         self, request: pb.ListAgentTypesRequest, context: Context
@@ -37,7 +59,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         async with map_core_errors(context):
-            run_id = self._start(request)
+            run_id = await self._start(request)
         run = await self._await_end(run_id, context)
         return pb.ExecuteResponse(run_id=run_id, result=run.results[0])
 
@@ -45,7 +67,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: pb.StreamExecuteRequest, context: Context
     ) -> AsyncIterator[pb.StreamExecuteResponse]:
         async with map_core_errors(context):
-            run_id = self._start(request)
+            run_id = await self._start(request)
         async for message in self._relay(run_id, context, pb.StreamExecuteResponse):
             yield message
 
@@ -53,20 +75,20 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: pb.ExecuteChainRequest, context: Context
     ) -> AsyncIterator[pb.ExecuteChainResponse]:
         async with map_core_errors(context):
-            run_id = self._start(request)
+            run_id = await self._start(request)
         async for message in self._relay(run_id, context, pb.ExecuteChainResponse):
             yield message
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
         async with map_core_errors(context):
-            return pb.GetRunResponse(run=self.runs.get(request.run_id))
+            return pb.GetRunResponse(run=await self.runs.get(request.run_id))
 
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: Context
     ) -> pb.CancelRunResponse:
         async with map_core_errors(context):
-            self.runs.cancel(request.run_id, run_pb2.CANCEL_REASON_EXPLICIT)
-            return pb.CancelRunResponse(run=await self.runs.wait(request.run_id))
+            run = await self.runs.cancel(request.run_id, run_pb2.CANCEL_REASON_EXPLICIT)
+            return pb.CancelRunResponse(run=run)
 
     async def WatchRun(
         self, request: pb.WatchRunRequest, context: Context
@@ -74,51 +96,79 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         async with map_core_errors(context):
             if request.after_sequence < 0:
                 raise InvalidInput.one("after_sequence", "must be 0 or more")
-            self.runs.get(request.run_id)
-        async for raw in self.runs.follow(request.run_id, request.after_sequence):
-            yield pb.WatchRunResponse.FromString(raw)
+            await self.runs.get(request.run_id)
+        async for message in self._relay(
+            request.run_id, context, pb.WatchRunResponse, request.after_sequence
+        ):
+            yield message
 
     async def RetryRun(self, request: pb.RetryRunRequest, context: Context) -> pb.RetryRunResponse:
         async with map_core_errors(context):
-            if self.runs.get(request.run_id).status == run_pb2.RUN_STATUS_RUNNING:
+            if (await self.runs.get(request.run_id)).status == run_pb2.RUN_STATUS_RUNNING:
                 raise FailedPrecondition(f"run {request.run_id!r} is still running")
-            run_id = self._start(self.runs.request_of(request.run_id))
-            return pb.RetryRunResponse(run=self.runs.get(run_id))
+            method, raw = await self.runs.request_of(request.run_id)
+            # A retry is asked for explicitly: it runs to its end even if nobody watches.
+            run_id = await self._start(_RETRYABLE[method].FromString(raw), detach=True)
+            return pb.RetryRunResponse(run=await self.runs.get(run_id))
 
     async def GetServerStatus(
         self, request: pb.GetServerStatusRequest, context: Context
     ) -> pb.GetServerStatusResponse:
-        await _not_yet(context, "GetServerStatus", "the server status report")
+        if self.status is None:
+            await _not_yet(context, "GetServerStatus", "the server status report")
+        return await self.status.snapshot()
 
     async def CreateAgent(
         self, request: pb.CreateAgentRequest, context: Context
     ) -> pb.CreateAgentResponse:
-        await _not_yet(context, "CreateAgent", "saved agents")
+        async with map_core_errors(context):
+            agent = await self.agents.create(convert.agent_fields(request.agent))
+            return pb.CreateAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
-        await _not_yet(context, "GetAgent", "saved agents")
+        async with map_core_errors(context):
+            agent = await self.agents.get(request.id)
+            return pb.GetAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: Context
     ) -> pb.ListAgentsResponse:
-        await _not_yet(context, "ListAgents", "saved agents")
+        async with map_core_errors(context):
+            page = await self.agents.list_page(
+                request.repository, request.page_size, request.page_token
+            )
+            return pb.ListAgentsResponse(
+                agents=[convert.agent_to_proto(agent) for agent in page.agents],
+                next_page_token=page.next_page_token,
+            )
 
     async def UpdateAgent(
         self, request: pb.UpdateAgentRequest, context: Context
     ) -> pb.UpdateAgentResponse:
-        await _not_yet(context, "UpdateAgent", "saved agents")
+        async with map_core_errors(context):
+            fields = convert.agent_fields(request.agent)
+            paths = list(request.update_mask.paths)
+            agent = await self.agents.update(request.agent.id, fields, paths)
+            return pb.UpdateAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def DeleteAgent(
         self, request: pb.DeleteAgentRequest, context: Context
     ) -> pb.DeleteAgentResponse:
-        await _not_yet(context, "DeleteAgent", "saved agents")
+        async with map_core_errors(context):
+            await self.agents.delete(request.id)
+            return pb.DeleteAgentResponse()
 
-    def _start(self, request: Message) -> str:
-        """Validate a run request and start its run; returns the run id."""
+    async def _start(self, request: Message, *, detach: bool = False) -> str:
+        """Resolve its saved agents, validate a run request, start its run; return the run id.
+
+        A retried run resolves its saved agents again, so it runs their current definitions.
+        """
+        detach = detach or getattr(request, "options").detach  # noqa: B009 - all three have it
         cache = current_call.get()
         flight_key = cache.key if cache is not None else None
         if isinstance(request, pb.ExecuteChainRequest):
-            chain, steps_field = convert.chain_request(request)
+            saved = await self.agents.for_run(convert.agent_refs(request), request.repository_name)
+            chain, steps_field = convert.chain_request(request, saved)
             self.chains.check(chain, steps_field)
             run_id, joined = self.runs.start(
                 method="ExecuteChain",
@@ -127,10 +177,12 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 agent_types=[step.agent_type for step in chain.steps],
                 events=lambda: self.chains.stream(chain),
                 flight_key=flight_key,
+                detach=detach,
             )
         else:
             assert isinstance(request, pb.ExecuteRequest | pb.StreamExecuteRequest)
-            single = convert.run_request(request)
+            saved = await self.agents.for_run(convert.agent_refs(request), request.repository_name)
+            single = convert.run_request(request, saved)
             self.runner.check(single)
             run_id, joined = self.runs.start(
                 method=type(request).__name__.removesuffix("Request"),
@@ -139,6 +191,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 agent_types=[single.agent_type],
                 events=lambda: self.runner.stream(single),
                 flight_key=flight_key,
+                detach=detach,
             )
         if joined and cache is not None:
             cache.outcome = "coalesced"
@@ -146,12 +199,17 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         return run_id
 
     async def _relay(
-        self, run_id: str, context: Context, response: type[_Streamed]
+        self, run_id: str, context: Context, response: type[_Streamed], after_sequence: int = 0
     ) -> AsyncIterator[_Streamed]:
-        """Stream the run's events to its caller, ending with the run's own status."""
+        """Stream the run's events to a reader.
+
+        The RPC that started the run ends with the run's own status; a watcher receives the
+        `failed` / `cancelled` event itself and ends OK.
+        """
         finished = False
         try:
-            async with contextlib.aclosing(self.runs.follow(run_id)) as events:
+            follow = self.runs.follow(run_id, after_sequence)
+            async with map_core_errors(context, run_id), contextlib.aclosing(follow) as events:
                 async for raw in events:
                     message = response.FromString(raw)
                     # A failed/cancelled event uses a field reserved in these responses: the
@@ -164,7 +222,8 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             # Cancelled, past its deadline, or closed mid-stream (GeneratorExit): let go.
             if not finished:
                 self.runs.abandon(run_id, _cancel_reason(context))
-        if (status := self.runs.error_of(run_id)) is not None:
+        watching = response is pb.WatchRunResponse
+        if not watching and (status := self.runs.error_of(run_id)) is not None:
             await abort(context, status)
 
     async def _await_end(self, run_id: str, context: Context) -> run_pb2.Run:

@@ -22,7 +22,7 @@ def resolve_repository(repos_root: Path, name: str) -> Path:
         InvalidInput: the name could escape the root, or its directory is a symlink out of it.
         NotFound: the name is fine but there is no such directory.
     """
-    if problem := _name_problem(name):
+    if problem := repository_name_problem(name):
         raise InvalidInput.one("repository_name", problem)
     root = repos_root.resolve()
     if not is_inside(root, root / name) or (root / name).resolve() == root:
@@ -33,7 +33,8 @@ def resolve_repository(repos_root: Path, name: str) -> Path:
     return directory
 
 
-def _name_problem(name: str) -> str | None:
+def repository_name_problem(name: str) -> str | None:
+    """What makes `name` unusable as a repository name (it could escape the root), or None."""
     if not name:
         return "must not be empty"
     if len(name) > 100:

@@ -52,6 +52,10 @@ class NotFound(WoollyError):
         super().__init__(f"{kind} {name!r} not found" + (f": {hint}" if hint else ""))
 
 
+class OutOfRange(WoollyError):
+    """A position the caller asked for is outside what is kept (e.g. expired run events)."""
+
+
 class AlreadyExists(WoollyError):
     """Something with that name already exists."""
 

@@ -15,9 +15,22 @@ from pydantic_ai import ModelRetry, RunContext
 from pydantic_ai.toolsets import FunctionToolset
 
 from ._outline import python_definitions
-from ._sandbox import is_inside, is_skipped, resolve_repository, safe_path, walk_files
+from ._sandbox import (
+    is_inside,
+    is_skipped,
+    repository_name_problem,
+    resolve_repository,
+    safe_path,
+    walk_files,
+)
 
-__all__ = ["REPOSITORY_TOOLSET", "RepoDeps", "is_test_path", "resolve_repository"]
+__all__ = [
+    "REPOSITORY_TOOLSET",
+    "RepoDeps",
+    "is_test_path",
+    "repository_name_problem",
+    "resolve_repository",
+]
 
 _MAX_LISTED = 1000
 _MAX_READ_BYTES = 64 * 1024

@@ -3,7 +3,9 @@
 Every wrapped handler becomes one coroutine: unary calls return their response, streaming calls
 write their messages with `context.write` (driving an async generator from inside, so that a
 client cancel arrives as CancelledError rather than GeneratorExit). Serializers pass bytes
-through, so a behaviour may answer with stored, already-serialized responses.
+through, so a behaviour may answer with stored, already-serialized responses. All four
+cardinalities are handled; for request-streaming methods the behaviour gets the request
+iterator where a unary method's behaviour gets the request.
 """
 
 from __future__ import annotations
@@ -21,43 +23,66 @@ Next: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
 """Runs the wrapped handler; for streams its messages are written and it returns None."""
 Behaviour: TypeAlias = Callable[[Any, Context, Next], Awaitable[Any]]
 Serializer: TypeAlias = Callable[[Any], bytes]
+Deserializer: TypeAlias = Callable[[bytes], Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the type stubs
 
+_MAKERS: dict[tuple[bool, bool], Callable[..., Handler]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
-def wrap_unary_request(
+
+def wrap_handler(
     handler: Handler,
     behaviour: Behaviour,
     *,
-    on_serialized: Callable[[bytes], None] | None = None,
+    on_serialized: Callable[[bytes], object] | None = None,
+    on_deserialized: Callable[[Any], object] | None = None,
 ) -> Handler:
-    """A handler running `behaviour(request, context, next)` for a unary-request method.
+    """A handler of the same cardinality running `behaviour(request, context, next)`.
 
     Args:
-        handler: The handler to wrap (unary-unary or unary-stream).
+        handler: The handler to wrap (any cardinality).
         behaviour: The interceptor's logic; it calls `next` to run the handler, or does not.
         on_serialized: Sees every response message of the call as the bytes sent.
+        on_deserialized: Sees every request message of the call once it is parsed.
     """
     inner = as_coroutine(handler)
-    serialize = passthrough_serializer(handler.response_serializer, on_serialized)
+    deserialize = handler.request_deserializer
+    if on_deserialized is not None:
+        deserialize = _observed_deserializer(deserialize, on_deserialized)
 
     async def run(request: Any, context: Context) -> Any:
         return await behaviour(request, context, inner)
 
-    make = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.response_streaming
-        else grpc.unary_unary_rpc_method_handler
-    )
+    make = _MAKERS[(handler.request_streaming, handler.response_streaming)]
     return make(
-        run, request_deserializer=handler.request_deserializer, response_serializer=serialize
+        run,
+        request_deserializer=deserialize,
+        response_serializer=passthrough_serializer(handler.response_serializer, on_serialized),
     )
+
+
+def grpc_type(handler: Handler) -> str:
+    """The cardinality as go-grpc-prometheus names it (`unary`, `server_stream`, …)."""
+    return _TYPES[(handler.request_streaming, handler.response_streaming)]
+
+
+_TYPES = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
 
 
 def as_coroutine(handler: Handler) -> Next:
     """The handler's behaviour as one coroutine function (see the module docstring)."""
-    function = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    function = _behaviour_of(handler)
     if not inspect.isasyncgenfunction(function):
-        return cast(Next, function)  # unary, or an already-wrapped stream
+        return cast(Next, function)  # unary, write()-style stream, or an already-wrapped one
 
     async def drive(request: Any, context: Context) -> None:
         async with contextlib.aclosing(function(request, context)) as messages:
@@ -67,8 +92,16 @@ def as_coroutine(handler: Handler) -> Next:
     return drive
 
 
+def _behaviour_of(handler: Handler) -> Callable[..., Any]:
+    if handler.request_streaming:
+        function = handler.stream_stream if handler.response_streaming else handler.stream_unary
+    else:
+        function = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    return cast(Callable[..., Any], function)
+
+
 def passthrough_serializer(
-    serializer: Serializer | None, observe: Callable[[bytes], None] | None
+    serializer: Serializer | None, observe: Callable[[bytes], object] | None
 ) -> Serializer:
     """A serializer that sends bytes as they are and shows each message's bytes to `observe`."""
 
@@ -79,3 +112,14 @@ def passthrough_serializer(
         return cast(bytes, raw)
 
     return serialize
+
+
+def _observed_deserializer(
+    deserializer: Deserializer | None, observe: Callable[[Any], object]
+) -> Deserializer:
+    def deserialize(raw: bytes) -> Any:
+        message = raw if deserializer is None else deserializer(raw)
+        observe(message)
+        return message
+
+    return deserialize

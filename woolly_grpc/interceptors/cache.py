@@ -8,7 +8,7 @@ call reports its outcome in the `woolly-cache` trailer (hit, miss, bypass, coale
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +21,7 @@ from woolly_grpc.cache import CallCache, Entry, ResultCache, current_call
 from woolly_grpc.core import InvalidInput
 from woolly_grpc.errors import abort, to_status
 
-from ._handlers import Context, Handler, Next, passthrough_serializer, wrap_unary_request
+from ._handlers import Context, Handler, Next, passthrough_serializer, wrap_handler
 
 CACHE_TRAILER = "woolly-cache"
 AGE_TRAILER = "woolly-cache-age-s"
@@ -48,11 +48,22 @@ CACHED_METHODS: Mapping[str, Callable[[Any], str]] = {
 _RESULT_EVENTS = ("completed", "step_completed", "chain_completed")
 
 
-class CacheInterceptor(aio.ServerInterceptor):
-    """Answers repeated agent calls from the result cache."""
+KeyExtras = Callable[[Any], Awaitable[bytes]]
+"""What else a request's answer depends on, as bytes for its key (saved agents' revisions)."""
 
-    def __init__(self, cache: ResultCache) -> None:
+
+class CacheInterceptor(aio.ServerInterceptor):
+    """Answers repeated agent calls from the result cache.
+
+    Args:
+        cache: The result cache.
+        key_extras: Adds to each request's key what its bytes do not say, e.g. the revisions of
+            the saved agents it names, so that editing an agent never serves a stale answer.
+    """
+
+    def __init__(self, cache: ResultCache, key_extras: KeyExtras | None = None) -> None:
         self.cache = cache
+        self.key_extras = key_extras
 
     async def intercept_service(
         self,
@@ -67,7 +78,7 @@ class CacheInterceptor(aio.ServerInterceptor):
             return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
         recorded: list[bytes] = []
         serve = functools.partial(self._serve, method, label_of, handler, recorded)
-        return wrap_unary_request(handler, serve, on_serialized=recorded.append)
+        return wrap_handler(handler, serve, on_serialized=recorded.append)
 
     async def _serve(
         self,
@@ -83,8 +94,13 @@ class CacheInterceptor(aio.ServerInterceptor):
         if options.cache_policy == agent_pb2.CACHE_POLICY_BYPASS:
             context.set_trailing_metadata(((CACHE_TRAILER, "bypass"),))
             return await call_next(request, context)
+        try:
+            extras = await self.key_extras(request) if self.key_extras else b""
+        except Exception as exc:  # e.g. the saved-agents database is down: the call cannot run
+            await abort(context, to_status(exc))
+            raise
         call = CallCache(
-            key=self.cache.key(method, key_payload(request)),
+            key=self.cache.key(method, key_payload(request), extras),
             policy=options.cache_policy,
             ttl_s=await _ttl_s(options, self.cache.default_ttl_s, context),
         )
@@ -94,6 +110,7 @@ class CacheInterceptor(aio.ServerInterceptor):
             entry = await self.cache.get(call.key)
             if entry is not None and _young_enough(entry, options, self.cache.clock()):
                 self.cache.count("hit", label)
+                call.outcome = "hit"
                 return await self._replay(entry, handler.response_streaming, context)
         context.set_trailing_metadata(((CACHE_TRAILER, "miss"),))
         if call.policy == agent_pb2.CACHE_POLICY_ONLY_IF_CACHED:

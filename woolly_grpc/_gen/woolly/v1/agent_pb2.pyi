@@ -402,7 +402,9 @@ class AgentDefinition(_message.Message):
     repository: _builtins.str
     """If set, the agent belongs to this repository; empty means any repository."""
     is_active: _builtins.bool
-    """An inactive agent cannot be executed."""
+    """An inactive agent cannot be executed. Unset in CreateAgent (or in an UpdateAgent that replaces
+    every field) means true; GetAgent and ListAgents always set it.
+    """
     revision: _builtins.int
     """Output only: grows by one on every update (part of the cache key of its results)."""
     @_builtins.property
@@ -427,15 +429,17 @@ class AgentDefinition(_message.Message):
         base_type: Global___AgentType.ValueType = ...,
         tools: _abc.Iterable[_builtins.str] | None = ...,
         repository: _builtins.str = ...,
-        is_active: _builtins.bool = ...,
+        is_active: _builtins.bool | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "create_time", b"create_time", "is_active", b"is_active", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_type", b"base_type", "create_time", b"create_time", "description", b"description", "id", b"id", "is_active", b"is_active", "name", b"name", "repository", b"repository", "revision", b"revision", "system_prompt", b"system_prompt", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "base_type", b"base_type", "create_time", b"create_time", "description", b"description", "id", b"id", "is_active", b"is_active", "name", b"name", "repository", b"repository", "revision", b"revision", "system_prompt", b"system_prompt", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__is_active: _TypeAlias = _typing.Literal["is_active"]  # noqa: Y015
+    _WhichOneofArgType__is_active: _TypeAlias = _typing.Literal["_is_active", b"_is_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_active) -> _WhichOneofReturnType__is_active | None: ...
 
 Global___AgentDefinition: _TypeAlias = AgentDefinition  # noqa: Y015

@@ -1,0 +1,157 @@
+"""The outermost interceptor: go-grpc-prometheus metrics and one log line for every RPC.
+
+Every method the server has is measured, health and reflection included, in all four
+cardinalities, cache hits too (the cache interceptor is inside this one). Messages are counted
+where they are (de)serialized, so replayed cache bytes and write()-style streams count alike.
+The final code is the real one when the handler aborts, raises, or the caller leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+from grpc import aio
+from prometheus_client import Counter
+
+from woolly_grpc.cache import current_call, current_tenant
+from woolly_grpc.observability import GO_CODE_NAMES, Metrics
+from woolly_grpc.runs import current_run_id
+
+from ._handlers import Context, Handler, Next, grpc_type, wrap_handler
+
+ACCESS_LOGGER = "woolly_grpc.access"
+_log = logging.getLogger(ACCESS_LOGGER)
+_QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Probes and tooling: their lines go out at DEBUG, so that a kubelet's checks do not flood INFO."""
+
+
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The status the caller gets: the aborted/set code, else from what the handler raised."""
+    if isinstance(error, asyncio.CancelledError):
+        # The caller cancelled, its deadline passed, or stop() ran out of grace.
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code = cast(grpc.StatusCode | None, context.code())  # None unless abort()/set_code() ran
+    if code is not None and code != grpc.StatusCode.OK:
+        return code
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+
+
+@dataclass
+class _Method:
+    """The metric children of one method, resolved once (label lookups are not free)."""
+
+    labels: tuple[str, str, str]
+    handled_counter: Counter
+    started: Any
+    received: Any
+    sent: Any
+    seconds: Any
+    quiet: bool
+    handled: dict[grpc.StatusCode, Any] = field(default_factory=dict)
+
+    def count_sent(self, _message: object) -> None:
+        self.sent.inc()
+
+    def count_received(self, _message: object) -> None:
+        self.received.inc()
+
+    def count_handled(self, code: grpc.StatusCode) -> None:
+        child = self.handled.get(code)
+        if child is None:
+            child = self.handled[code] = self.handled_counter.labels(
+                *self.labels, GO_CODE_NAMES[code]
+            )
+        child.inc()
+
+
+class MetricsInterceptor(aio.ServerInterceptor):
+    """Counts and times every RPC and logs one line for it."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._methods: dict[str, _Method] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        """Wrap the handler of every known method (unknown ones get UNIMPLEMENTED from grpc)."""
+        handler: Handler | None = await continuation(handler_call_details)
+        if handler is None:
+            # Not counted: the method name comes from the caller, and labels must stay bounded.
+            return handler  # type: ignore[return-value]
+        method = self._methods.get(handler_call_details.method)
+        if method is None:
+            method = self._method(handler_call_details.method, handler)
+        return wrap_handler(
+            handler,
+            functools.partial(self._observe, method, handler_call_details.method),
+            on_serialized=method.count_sent,
+            on_deserialized=method.count_received,
+        )
+
+    def _method(self, full_name: str, handler: Handler) -> _Method:
+        service, _, name = full_name.lstrip("/").rpartition("/")
+        labels = (grpc_type(handler), service, name)
+        m = self.metrics
+        method = self._methods[full_name] = _Method(
+            labels=labels,
+            handled_counter=m.grpc_handled,
+            started=m.grpc_started.labels(*labels),
+            received=m.grpc_msg_received.labels(*labels),
+            sent=m.grpc_msg_sent.labels(*labels),
+            seconds=m.grpc_handling_seconds.labels(*labels),
+            quiet=full_name.startswith(_QUIET_SERVICES),
+        )
+        return method
+
+    async def _observe(
+        self, method: _Method, full_name: str, request: Any, context: Context, call_next: Next
+    ) -> Any:
+        method.started.inc()
+        began = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await call_next(request, context)
+        except BaseException as exc:  # AbortError, CancelledError, a servicer's bug: re-raised
+            error = exc
+            raise
+        finally:
+            seconds = time.perf_counter() - began
+            code = final_code(context, error)
+            method.seconds.observe(seconds)
+            method.count_handled(code)
+            level = logging.DEBUG if method.quiet else logging.INFO
+            if _log.isEnabledFor(level):
+                _log_call(level, full_name, code, seconds)
+
+
+def _log_call(level: int, method: str, code: grpc.StatusCode, seconds: float) -> None:
+    """The call's one line: what, how it ended, how long, which run, cache outcome, tenant."""
+    fields: dict[str, Any] = {
+        "method": method,
+        "code": code.name,
+        "duration_ms": round(seconds * 1e3, 3),
+    }
+    if run_id := current_run_id.get():
+        fields["run_id"] = run_id
+    if (call := current_call.get()) is not None:
+        fields["cache"] = call.outcome
+    if tenant := current_tenant.get():
+        fields["tenant"] = tenant
+    tail = "".join(f" {k}={v}" for k, v in fields.items() if k in ("run_id", "cache", "tenant"))
+    message = f"rpc {method} {code.name} {seconds * 1e3:.1f} ms{tail}"
+    # makeRecord + handle: `Logger.log` would walk the stack to find a caller nobody prints.
+    record = _log.makeRecord(ACCESS_LOGGER, level, __file__, 0, message, (), None)
+    record.fields = fields
+    _log.handle(record)
