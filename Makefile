@@ -28,12 +28,14 @@ format: $(STAMP) ## Format and autofix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lint: $(STAMP) ## ruff, mypy (strict), buf lint, generated stubs fresh
+lint: $(STAMP) ## ruff, mypy (strict), buf lint, generated stubs fresh, hadolint, k8s manifests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
 	PATH="$(BIN):$$PATH" bash scripts/gen_protos.sh --check
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
 
 typecheck: $(STAMP) ## mypy only
 	$(BIN)/mypy

@@ -21,11 +21,16 @@ class CodeToolsServer:
 
 
 @asynccontextmanager
-async def code_tools_server() -> AsyncIterator[CodeToolsServer]:
-    """Serve `search_code` and `find_entities` over an index of its own; record every call."""
+async def code_tools_server(port: int = 0) -> AsyncIterator[CodeToolsServer]:
+    """Serve `search_code` and `find_entities` over an index of its own; record every call.
+
+    Args:
+        port: Where to listen (0: a free port); a fixed one lets a test restart the server.
+    """
     mcp = MCPServer("code-tools")
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     running = CodeToolsServer(url=f"http://127.0.0.1:{sock.getsockname()[1]}/mcp")
 
     @mcp.tool()
@@ -47,4 +52,5 @@ async def code_tools_server() -> AsyncIterator[CodeToolsServer]:
         yield running
     finally:
         server.should_exit = True
+        server.force_exit = True  # do not wait for clients' open sessions to end
         await serving

@@ -1,7 +1,9 @@
 """A real server in its own process whose model streams slowly: `python -m tests.slow_server`.
 
 It prints its port on stdout; the model yields one chunk every `--chunk-s` seconds, forever
-(until the run is cancelled), so another process can watch and cancel a run in flight.
+(until the run is cancelled) or `--chunks` of them, so another process can watch and cancel a
+run in flight. With `--port` it runs the real lifecycle (`server.serve`: SIGTERM drains within
+`--grace-s`) on that port instead, and prints nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from woolly_grpc.config import Settings
-from woolly_grpc.server import build, start, stop
+from woolly_grpc.server import build, serve, start, stop
 
 REPOS_ROOT = Path(__file__).parent / "fixtures" / "repos"
 
@@ -24,14 +26,31 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache-url", required=True)
     parser.add_argument("--chunk-s", type=float, default=0.05)
+    parser.add_argument("--chunks", type=int, default=0, help="0: endless")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--grace-s", type=float, default=30.0)
+    parser.add_argument("--database-url", default="sqlite:///woolly.db")
     args = parser.parse_args()
 
     async def endless(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
         chunk = 0
-        while True:
+        while not args.chunks or chunk < args.chunks:
             yield f"chunk {chunk}. "
             chunk += 1
             await asyncio.sleep(args.chunk_s)
+
+    if args.port is not None:
+        lifecycle = Settings(
+            repos_root=REPOS_ROOT,
+            host="127.0.0.1",
+            port=args.port,
+            metrics_port=0,
+            cache_url=args.cache_url,
+            database_url=args.database_url,
+            shutdown_grace_s=args.grace_s,
+        )
+        await serve(lifecycle, model=FunctionModel(stream_function=endless))
+        return
 
     settings = Settings(
         repos_root=REPOS_ROOT, host="127.0.0.1", port=0, cache_url=args.cache_url, orphan_grace_s=30

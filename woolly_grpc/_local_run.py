@@ -52,14 +52,16 @@ class LocalRun:
         request: Message,
         repository: str,
         agent_types: list[AgentType],
+        tenant: str = "",
     ) -> LocalRun:
-        """A new RUNNING run."""
+        """A new RUNNING run of `tenant` (only that tenant may see it)."""
         record = run_pb2.Run(
             id=run_id,
             status=run_pb2.RUN_STATUS_RUNNING,
             method=method,
             repository_name=repository,
             agent_types=[convert.agent_type_to_proto(t) for t in agent_types],
+            tenant=tenant,
         )
         record.start_time.GetCurrentTime()
         run = cls(record=record, request=request)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import (
@@ -124,6 +125,14 @@ class AgentsStore:
 
     async def open(self) -> None:
         """Connect and create the schema if it is missing (Unavailable if that fails)."""
+        database = self.url.database
+        if self.kind == "sqlite" and database and not Path(database).parent.is_dir():
+            # Checked before connecting: a failed aiosqlite connect leaves a worker thread that
+            # can print a traceback after the event loop is gone.
+            raise Unavailable(
+                f"cannot open the saved-agents database {self.display_url}: unable to open "
+                f"database file (no directory {Path(database).parent})"
+            )
         async with self._errors("open"), self._engine.begin() as connection:
             if self.kind == "postgresql":
                 await connection.execute(

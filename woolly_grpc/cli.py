@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except aio.AioRpcError as exc:
         print(_describe_rpc_error(exc), file=sys.stderr)
         return 1
-    except (ValueError, json.JSONDecodeError) as exc:
+    except (ValueError, OSError) as exc:  # incl. JSONDecodeError, an unreadable --tls-ca
         print(f"woolly-grpc: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--target", default="localhost:50051", help="server address (default %(default)s)"
     )
+    _add_connection_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server (flags override WOOLLY_* settings)")
@@ -80,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("WOOLLY_API_KEY"),
+        help="sent as `authorization: Bearer <key>` (default $WOOLLY_API_KEY, which, unlike "
+        "the flag, other users cannot see in the process list)",
+    )
+    parser.add_argument("--tls", action="store_true", help="use TLS with the system's CAs")
+    parser.add_argument("--tls-ca", help="use TLS; PEM CA bundle that signed the server")
+    parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+
+
 def _add_call_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", default="{}", help="a JSON object of extra facts")
     parser.add_argument("--json", action="store_true", help="print protobuf JSON, not text")
@@ -106,7 +121,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _client_command(args: argparse.Namespace) -> int:
-    async with WoollyClient(args.target) as client:
+    connection = {
+        "api_key": args.api_key,
+        "tls": args.tls,
+        "tls_ca": args.tls_ca,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+    }
+    async with WoollyClient(args.target, **connection) as client:
         if args.command == "types":
             for info in await client.agent_types():
                 print(f"{info.name:<16} {info.description}")

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from google.protobuf import struct_pb2
 from grpc import aio
 
+from ._channel import PathLike, open_channel
+from ._client_support import (
+    CHANNEL_OPTIONS,
+    Event,
+    RunOptionsArgs,
+    SavedAgent,
+    follow_run,
+    open_stream,
+    run_options,
+)
 from ._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from ._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
+
+__all__ = ["AgentTypeLike", "Event", "RunOptionsArgs", "SavedAgent", "WoollyClient"]
 
 AgentTypeLike = str | int
 """An agent type as a name (`simplifier`, `AGENT_TYPE_SIMPLIFIER`) or an enum value."""
@@ -30,6 +42,16 @@ def agent_type_value(agent_type: AgentTypeLike) -> agent_pb2.AgentType.ValueType
         raise ValueError(f"unknown agent type {agent_type!r}; known: {known}") from None
 
 
+def _agent(agent_type: AgentTypeLike | None, agent_id: str | None) -> dict[str, Any]:
+    """The request's `agent` oneof: a built-in type or a saved agent's id, exactly one."""
+    if (agent_type is None) == (agent_id is None):
+        raise ValueError("give exactly one of agent_type and agent_id")
+    if agent_id is not None:
+        return {"agent_id": agent_id}
+    assert agent_type is not None
+    return {"agent_type": agent_type_value(agent_type)}
+
+
 def _struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     if values:
@@ -41,12 +63,31 @@ class WoollyClient:
     """Calls a woolly_grpc server over one channel.
 
     Use it as `async with WoollyClient("localhost:50051") as client: ...`, or pass a channel
-    you manage yourself.
+    you manage yourself. `api_key` is sent as `authorization: Bearer <key>`; `tls` (system CAs)
+    or `tls_ca` turn TLS on, `tls_cert` + `tls_key` present a client certificate (mutual TLS).
     """
 
-    def __init__(self, target: str = "localhost:50051", *, channel: aio.Channel | None = None):
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        channel: aio.Channel | None = None,
+        api_key: str | None = None,
+        tls: bool = False,
+        tls_ca: PathLike | None = None,
+        tls_cert: PathLike | None = None,
+        tls_key: PathLike | None = None,
+    ):
         self._own_channel = channel is None
-        self.channel = channel or aio.insecure_channel(target)
+        self.channel = channel or open_channel(
+            target,
+            options=CHANNEL_OPTIONS,
+            api_key=api_key,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
         self.stub = AgentServiceStub(self.channel)
 
     async def __aenter__(self) -> WoollyClient:
@@ -70,68 +111,102 @@ class WoollyClient:
     async def execute(
         self,
         repository: str,
-        agent_type: AgentTypeLike,
-        query: str,
+        agent_type: AgentTypeLike | None = None,
+        query: str = "",
         *,
+        agent_id: str | None = None,
         context: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        **options: Unpack[RunOptionsArgs],
     ) -> agent_service_pb2.ExecuteResponse:
-        """Run one agent and return its run id and result."""
+        """Run one agent (a built-in `agent_type` or a saved `agent_id`); its run id and result.
+
+        Not retried on UNAVAILABLE: the run may have started (see `_client_support`).
+        """
         request = agent_service_pb2.ExecuteRequest(
             repository_name=repository,
-            agent_type=agent_type_value(agent_type),
             user_query=query,
             context=_struct(context),
+            options=run_options(**options),
+            **_agent(agent_type, agent_id),
         )
         return await self.stub.Execute(request, timeout=timeout)
 
-    async def stream(
+    def stream(
         self,
         repository: str,
-        agent_type: AgentTypeLike,
-        query: str,
+        agent_type: AgentTypeLike | None = None,
+        query: str = "",
         *,
+        agent_id: str | None = None,
         context: Mapping[str, Any] | None = None,
         timeout: float | None = None,
-    ) -> AsyncIterator[agent_service_pb2.StreamExecuteResponse]:
-        """Run one agent and yield its events as they happen."""
+        **options: Unpack[RunOptionsArgs],
+    ) -> AsyncIterator[Event]:
+        """Run one agent and yield its events as they happen, each exactly once.
+
+        A dropped connection (UNAVAILABLE) is resumed with WatchRun after the last event seen,
+        without rerunning the agent. Events are `WatchRunResponse`s (the StreamExecute messages
+        read as their wire-compatible superset).
+        """
         request = agent_service_pb2.StreamExecuteRequest(
             repository_name=repository,
-            agent_type=agent_type_value(agent_type),
             user_query=query,
             context=_struct(context),
+            options=run_options(**options),
+            **_agent(agent_type, agent_id),
         )
-        call = self.stub.StreamExecute(request, timeout=timeout)
-        try:
-            async for message in call:
-                yield message
-        finally:
-            call.cancel()
+        return self._follow("StreamExecute", request, timeout)
 
-    async def chain(
+    def chain(
         self,
         repository: str,
-        agent_types: Iterable[AgentTypeLike],
+        agent_types: Iterable[AgentTypeLike | SavedAgent],
         query: str,
         *,
         context: Mapping[str, Any] | None = None,
         parallel: bool = False,
         timeout: float | None = None,
-    ) -> AsyncIterator[agent_service_pb2.ExecuteChainResponse]:
-        """Run several agents (in order, or at once with `parallel`) and yield every event."""
+        **options: Unpack[RunOptionsArgs],
+    ) -> AsyncIterator[Event]:
+        """Run several agents (in order, or at once with `parallel`) and yield every event once.
+
+        Steps are built-in types or `SavedAgent(id)`s; resumes a dropped stream like `stream`.
+        """
+        agents = list(agent_types)
         request = agent_service_pb2.ExecuteChainRequest(
             repository_name=repository,
-            agent_chain=[agent_type_value(t) for t in agent_types],
             user_query=query,
             context=_struct(context),
+            options=run_options(**options),
             mode=agent_pb2.CHAIN_MODE_PARALLEL if parallel else agent_pb2.CHAIN_MODE_SEQUENTIAL,
         )
-        call = self.stub.ExecuteChain(request, timeout=timeout)
-        try:
-            async for message in call:
-                yield message
-        finally:
-            call.cancel()
+        if any(isinstance(a, SavedAgent) for a in agents):
+            request.steps.extend(
+                agent_pb2.ChainStep(agent_id=a.id)
+                if isinstance(a, SavedAgent)
+                else agent_pb2.ChainStep(agent_type=agent_type_value(a))
+                for a in agents
+            )
+        else:
+            request.agent_chain.extend(
+                agent_type_value(a) for a in agents if not isinstance(a, SavedAgent)
+            )
+        return self._follow("ExecuteChain", request, timeout)
+
+    def _follow(self, method: str, request: Any, timeout: float | None) -> AsyncIterator[Event]:
+        """A run's stream that resumes with WatchRun when the link drops, within `timeout`."""
+
+        def watch(run_id: str, after: int, left: float | None) -> aio.UnaryStreamCall[Any, Event]:
+            request = agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
+            return self.stub.WatchRun(request, timeout=left, wait_for_ready=True)
+
+        return follow_run(
+            lambda: open_stream(self.channel, method, request, timeout=timeout),
+            watch,
+            self.channel.channel_ready,
+            timeout=timeout,
+        )
 
     async def get_run(self, run_id: str) -> run_pb2.Run:
         """A run's status and, once done, its results."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,20 @@ class Settings(BaseSettings):
     """Most runs executing at once on this replica; more get RESOURCE_EXHAUSTED."""
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest accepted gRPC message (above the field limits, so they get a clear answer)."""
+    max_model_requests: int = Field(50, ge=1)
+    """Most model requests one agent run may make; more fail the run with RESOURCE_EXHAUSTED."""
+    max_tool_calls: int = Field(200, ge=0)
+    """Most tool calls one agent run may make; more fail the run with RESOURCE_EXHAUSTED."""
+    api_keys: SecretStr | None = None
+    """Unset = no authentication. Else comma-separated `tenant:key` entries (a bare `key` is a
+    tenant of its own), or the path of a file of them, one per line (a value starting with `/`,
+    `./`, `../` or `~/`). Callers send `authorization: Bearer <key>`."""
+    tls_cert: Path | None = None
+    """PEM certificate chain of the server; with `tls_key`, the port speaks TLS only."""
+    tls_key: Path | None = None
+    """PEM private key of `tls_cert`."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: with it, clients must present a certificate it signed (mutual TLS)."""
     orphan_grace_s: float = Field(10.0, ge=0)
     """How long a run whose callers all went away waits for a WatchRun before it is cancelled."""
     shutdown_grace_s: float = Field(30.0, ge=0)
@@ -80,6 +94,14 @@ class Settings(BaseSettings):
             raise ValueError("must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB")
         return value
 
+    @model_validator(mode="after")
+    def _tls_files_come_together(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("WOOLLY_TLS_CERT and WOOLLY_TLS_KEY must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("WOOLLY_TLS_CLIENT_CA needs WOOLLY_TLS_CERT and WOOLLY_TLS_KEY")
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -91,5 +113,8 @@ def describe_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         field = "_".join(str(p) for p in item["loc"])
+        if not field:  # a rule over several settings names them in its message
+            parts.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
         parts.append(f"WOOLLY_{field.upper()} (--{field.replace('_', '-')}): {item['msg']}")
     return "invalid settings: " + "; ".join(parts)

@@ -67,6 +67,15 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(struct)
 
 
+def _context(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A request's context; INVALID_ARGUMENT for numbers JSON cannot hold (NaN, Infinity)."""
+    try:
+        return struct_to_dict(struct)
+    except ValueError as exc:  # json_format refuses them: they would come back as strings
+        problem = "must hold only finite numbers (not NaN or Infinity)"
+        raise InvalidInput.one("context", problem) from exc
+
+
 def dict_to_struct(values: dict[str, Any] | Any) -> struct_pb2.Struct:
     """Plain JSON-like values as a Struct."""
     struct = struct_pb2.Struct()
@@ -101,7 +110,7 @@ def run_request(
             agent.base_type if agent else agent_type_from_proto(request.agent_type, "agent_type")
         ),
         query=request.user_query,
-        context=struct_to_dict(request.context),
+        context=_context(request.context),
         saved_agent=agent,
     )
 
@@ -141,7 +150,7 @@ def chain_request(
         repository=request.repository_name,
         steps=steps,
         query=request.user_query,
-        context=struct_to_dict(request.context),
+        context=_context(request.context),
         mode=mode,
     )
     return chain, field

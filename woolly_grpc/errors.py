@@ -29,6 +29,14 @@ from .store import StoreError
 
 _log = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 1_024
+MAX_VIOLATION_BYTES = 2_048
+"""A status travels in trailing metadata, which clients refuse beyond 8 KiB by default
+(`grpc.max_metadata_size`; the message is percent-encoded, the details base64-encoded). Messages
+and field violations that quote request fields are cut to these sizes (UTF-8), so that a huge
+field never turns the real answer into the client's RESOURCE_EXHAUSTED "received metadata size
+exceeds soft limit"."""
+
 # The first matching class wins, so subclasses come before their bases.
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -55,24 +63,34 @@ def to_status(exc: BaseException, run_id: str = "") -> status_pb2.Status:
         _log.error("unexpected error in run %s", run_id or "-", exc_info=exc)
         where = f" (run {run_id})" if run_id else ""
         return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error{where}")
-    status = status_pb2.Status(code=code.value[0], message=str(exc))
+    status = status_pb2.Status(code=code.value[0], message=_cut(str(exc), MAX_MESSAGE_BYTES))
     if isinstance(exc, InvalidInput):
-        _pack(
-            status,
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in exc.violations
-                ]
-            ),
-        )
+        _pack(status, _bad_request(exc))
     if isinstance(exc, Overloaded):
         delay = duration_pb2.Duration()
         delay.FromTimedelta(timedelta(seconds=exc.retry_after_s))
         _pack(status, error_details_pb2.RetryInfo(retry_delay=delay))
     return status
+
+
+def _bad_request(exc: InvalidInput) -> error_details_pb2.BadRequest:
+    """The violations as a BadRequest, as many as fit in MAX_VIOLATION_BYTES (at least one)."""
+    detail, room = error_details_pb2.BadRequest(), MAX_VIOLATION_BYTES
+    for v in exc.violations:
+        field, description = _cut(v.field, 256), _cut(v.description, 512)
+        room -= len(field.encode()) + len(description.encode()) + 8  # with protobuf's framing
+        if room < 0 and detail.field_violations:
+            break
+        detail.field_violations.add(field=field, description=description)
+    return detail
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, cut to at most `limit` UTF-8 bytes (and marked so) if it is longer."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "…"
 
 
 def _pack(status: status_pb2.Status, detail: Message) -> None:

@@ -38,6 +38,11 @@ def _request_key(run_id: str) -> str:
     return f"run:{run_id}:request"
 
 
+def unknown_run(run_id: str) -> NotFound:
+    """The error for a run that does not exist, or that the caller may not see (the same)."""
+    return NotFound("run", run_id, hint="runs are kept for an hour after they end")
+
+
 def run_channel(run_id: str) -> str:
     """Where a run's new batches and its end are announced."""
     return f"run:{run_id}"
@@ -70,7 +75,7 @@ class RunJournal:
         """The method and serialized request of a run."""
         raw = await self.store.get(_request_key(run_id))
         if raw is None:
-            raise NotFound("run", run_id, hint="runs are kept for an hour after they end")
+            raise unknown_run(run_id)
         method, _, request = raw.partition(b"\n")
         return method.decode(), request
 
@@ -84,7 +89,7 @@ class RunJournal:
         """A run's last written record."""
         raw = await self.store.get(_record_key(run_id))
         if raw is None:
-            raise NotFound("run", run_id, hint="runs are kept for an hour after they end")
+            raise unknown_run(run_id)
         return run_pb2.Run.FromString(raw)
 
     async def flush_loop(

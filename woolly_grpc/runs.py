@@ -25,8 +25,9 @@ from google.rpc import status_pb2
 
 from ._gen.woolly.v1 import run_pb2
 from ._local_run import LocalRun
+from .cache import current_tenant
 from .core import AgentType, Event, Overloaded
-from .run_journal import RunJournal
+from .run_journal import RunJournal, unknown_run
 from .store import StoreError
 
 _log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ class RunManager:
             raise Overloaded(
                 f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
             )
-        run = LocalRun.begin(uuid.uuid4().hex, method, request, repository, agent_types)
+        run = LocalRun.begin(
+            uuid.uuid4().hex, method, request, repository, agent_types, current_tenant.get()
+        )
         run.flight_key, run.detach = flight_key, detach
         self._forget_old()
         self._runs[run.id] = run
@@ -149,12 +152,20 @@ class RunManager:
         return run.id, False
 
     async def get(self, run_id: str) -> run_pb2.Run:
-        """The run's current record (this replica's, else the store's)."""
+        """The run's current record (this replica's, else the store's).
+
+        Raises:
+            NotFound: the run is unknown, or belongs to another tenant than the caller's.
+        """
         run = self._runs.get(run_id)
-        return run.record if run is not None else await self.journal.load_record(run_id)
+        record = run.record if run is not None else await self.journal.load_record(run_id)
+        if record.tenant != current_tenant.get():
+            raise unknown_run(run_id)
+        return record
 
     async def request_of(self, run_id: str) -> tuple[str, bytes]:
         """The method and serialized request that started the run."""
+        await self.get(run_id)  # the caller's tenant must own it
         run = self._runs.get(run_id)
         if run is not None:
             return run.record.method, run.request.SerializeToString()
@@ -208,11 +219,11 @@ class RunManager:
 
     async def cancel(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> run_pb2.Run:
         """Stop a run (its model call included) wherever it runs; returns it as it ended."""
+        record = await self.get(run_id)  # NotFound for another tenant's run too
         run = self._runs.get(run_id)
         if run is not None:
             self._cancel_local(run, reason)
             return await self.wait(run_id)
-        record = await self.journal.load_record(run_id)
         if record.status != run_pb2.RUN_STATUS_RUNNING:
             return record
         await self.journal.store.publish(CONTROL_CHANNEL, f"cancel {run_id} {reason}".encode())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 
 import grpc
@@ -23,7 +24,8 @@ from .agents_store import AgentsStore
 from .cache import ResultCache, StepResultCache
 from .config import Settings
 from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits, RepoDeps, Unavailable
-from .interceptors import build_interceptors
+from .interceptors import ApiKeys, build_interceptors
+from .interceptors.auth import ApiKeysError
 from .observability import AgentMetrics, Metrics, MetricsEndpoint
 from .run_journal import RunJournal
 from .runs import RunManager
@@ -72,6 +74,8 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         max_query_chars=settings.max_query_chars,
         max_context_bytes=settings.max_context_bytes,
         max_chain_steps=settings.max_chain_steps,
+        max_model_requests=settings.max_model_requests,
+        max_tool_calls=settings.max_tool_calls,
     )
     try:
         runner = AgentRunner(
@@ -109,6 +113,7 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
             cache if settings.cache_enabled else None,
             metrics=metrics,
             key_extras=agent_revisions,
+            api_keys=_api_keys(settings),
         ),
         options=_server_options(settings),
     )
@@ -130,8 +135,12 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _add_reflection(server)
     address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: {exc}") from exc
     return App(
@@ -144,6 +153,38 @@ def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
     if settings.mcp_url:
         return MCPToolset(settings.mcp_url, id="mcp")
     return REPOSITORY_TOOLSET
+
+
+def _api_keys(settings: Settings) -> ApiKeys | None:
+    if settings.api_keys is None:
+        return None
+    try:
+        return ApiKeys.load(settings.api_keys.get_secret_value())
+    except ApiKeysError as exc:
+        raise StartupError(f"cannot use WOOLLY_API_KEYS: {exc}") from exc
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' PEM files (client certificates required with a CA).
+
+    None means plaintext. The files are checked with the ssl module first, so that a key that
+    does not match its certificate stops start-up with one line rather than failing handshakes.
+    """
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    try:
+        chain, key = settings.tls_cert.read_bytes(), settings.tls_key.read_bytes()
+        client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+        check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        # An encrypted key gets an empty password (and fails) rather than a prompt on the tty.
+        check.load_cert_chain(settings.tls_cert, settings.tls_key, password=lambda: b"")
+        if settings.tls_client_ca is not None:
+            check.load_verify_locations(settings.tls_client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot use the TLS certificate and key: {exc}") from exc
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -223,9 +264,9 @@ async def stop(app: App, grace: float | None = None) -> None:
         await app.metrics_endpoint.close()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, model: Model | None = None) -> None:
     """Run the server until SIGTERM or SIGINT; a second signal stops it without the grace."""
-    app = build(settings)
+    app = build(settings, model=model)
     await start(app)
     _log.info(
         "serving %s on %s:%d (model %s, repositories in %s)",

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_ai import AgentRunResultEvent
-from pydantic_ai import exceptions as ai_errors
 from pydantic_ai.messages import (
     AgentStreamEvent,
     FunctionToolCallEvent,
@@ -24,15 +23,9 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import UsageLimits
 
+from ._failures import core_error
 from .agents import build_agents, build_prompt
-from .exceptions import (
-    FieldViolation,
-    InvalidInput,
-    LimitExceeded,
-    ModelFailed,
-    Unavailable,
-    WoollyError,
-)
+from .exceptions import FieldViolation, InvalidInput, ModelFailed, WoollyError
 from .local_model import local_model
 from .shaping import shape
 from .tools import REPOSITORY_TOOLSET, RepoDeps, resolve_repository
@@ -140,7 +133,7 @@ class AgentRunner:
         except WoollyError:
             raise
         except Exception as exc:
-            raise _core_error(exc) from exc
+            raise core_error(exc, self.limits) from exc
         yield Completed(
             transcript.result(
                 model=self.model_name,
@@ -243,34 +236,3 @@ class _Transcript:
             duration_s=duration_s,
             agent_id=agent_id,
         )
-
-
-_RETRYABLE_MODEL_ERRORS = (
-    ai_errors.ModelRateLimitError,
-    ai_errors.ModelOverloadedError,
-    ai_errors.ModelUnavailableError,
-    ai_errors.ModelServerError,
-    ai_errors.ModelConnectionError,
-    ai_errors.ModelTimeoutError,
-)
-
-
-_MCP_CONNECT_FAILED = "Client failed to connect"
-
-
-def _core_error(exc: Exception) -> WoollyError | Exception:
-    """Translate pydantic-ai's and the model provider's errors into the core's tree."""
-    if isinstance(exc, ai_errors.UsageLimitExceeded):
-        return LimitExceeded(f"the run went over its limit: {exc}")
-    if isinstance(exc, ai_errors.ModelContextWindowExceededError):
-        return InvalidInput.one("user_query", "with its context, too long for the model's window")
-    if isinstance(exc, _RETRYABLE_MODEL_ERRORS):
-        return Unavailable(f"the model provider failed: {exc}", retryable=True)
-    if isinstance(exc, ai_errors.ModelAPIError):
-        return Unavailable(f"the model provider refused the call: {exc}", retryable=False)
-    if isinstance(exc, ai_errors.UnexpectedModelBehavior):
-        return ModelFailed(f"the model's answer could not be used: {exc}")
-    if isinstance(exc, RuntimeError) and str(exc).startswith(_MCP_CONNECT_FAILED):
-        # fastmcp has no exception class of its own for this; its message is stable.
-        return Unavailable(f"the MCP server is unreachable: {exc}", retryable=True)
-    return exc

@@ -7,10 +7,20 @@ from grpc import aio
 from woolly_grpc.cache import ResultCache
 from woolly_grpc.observability import Metrics
 
+from .auth import ApiKeys, AuthInterceptor
 from .cache import CACHED_METHODS, CacheInterceptor, KeyExtras
+from .decoding import DecodingInterceptor
 from .metrics import MetricsInterceptor
 
-__all__ = ["CACHED_METHODS", "CacheInterceptor", "MetricsInterceptor", "build_interceptors"]
+__all__ = [
+    "CACHED_METHODS",
+    "ApiKeys",
+    "AuthInterceptor",
+    "CacheInterceptor",
+    "DecodingInterceptor",
+    "MetricsInterceptor",
+    "build_interceptors",
+]
 
 
 def build_interceptors(
@@ -18,17 +28,27 @@ def build_interceptors(
     *,
     metrics: Metrics | None = None,
     key_extras: KeyExtras | None = None,
+    api_keys: ApiKeys | None = None,
 ) -> list[aio.ServerInterceptor]:
-    """The interceptor chain, outermost first: metrics (it times cache hits too), then cache.
+    """The interceptor chain, outermost first: metrics (it times cache hits too), auth, cache.
+
+    Auth sits inside metrics, so refused calls are counted and logged, and outside the cache,
+    whose keys include the tenant it sets. Decoding (a payload that does not parse is
+    INVALID_ARGUMENT) always runs, inside metrics so those calls are counted too, and after auth
+    so that a caller without a key learns nothing else.
 
     Args:
         cache: The result cache, or None when it is turned off.
         metrics: Where the gRPC metrics go; None leaves the metrics interceptor out.
         key_extras: What cache keys add beyond the request (saved agents' revisions).
+        api_keys: The keys callers must present; None turns authentication off.
     """
     chain: list[aio.ServerInterceptor] = []
     if metrics is not None:
         chain.append(MetricsInterceptor(metrics))
+    if api_keys is not None:
+        chain.append(AuthInterceptor(api_keys))
+    chain.append(DecodingInterceptor())
     if cache is not None:
         chain.append(CacheInterceptor(cache, key_extras))
     return chain

@@ -40,6 +40,7 @@ def wrap_handler(
     *,
     on_serialized: Callable[[bytes], object] | None = None,
     on_deserialized: Callable[[Any], object] | None = None,
+    deserializer: Deserializer | None = None,
 ) -> Handler:
     """A handler of the same cardinality running `behaviour(request, context, next)`.
 
@@ -48,9 +49,10 @@ def wrap_handler(
         behaviour: The interceptor's logic; it calls `next` to run the handler, or does not.
         on_serialized: Sees every response message of the call as the bytes sent.
         on_deserialized: Sees every request message of the call once it is parsed.
+        deserializer: Parses the request payloads instead of the handler's own deserializer.
     """
     inner = as_coroutine(handler)
-    deserialize = handler.request_deserializer
+    deserialize = deserializer or handler.request_deserializer
     if on_deserialized is not None:
         deserialize = _observed_deserializer(deserialize, on_deserialized)
 

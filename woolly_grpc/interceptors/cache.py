@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from grpc import aio
 
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc.cache import CallCache, Entry, ResultCache, current_call
-from woolly_grpc.core import InvalidInput
+from woolly_grpc.core import FieldViolation, InvalidInput
 from woolly_grpc.errors import abort, to_status
 
 from ._handlers import Context, Handler, Next, passthrough_serializer, wrap_handler
@@ -146,12 +146,31 @@ def key_payload(request: Message) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
+_MAX_DURATION_S = 315_576_000_000
+"""google.protobuf.Duration's range, about 10,000 years (timedelta cannot hold much more)."""
+
+
 async def _ttl_s(options: agent_pb2.RunOptions, default: float, context: Context) -> float:
-    ttl = options.cache_ttl.ToTimedelta() if options.HasField("cache_ttl") else timedelta()
-    if ttl < timedelta() or options.cache_max_age.ToTimedelta() < timedelta():
-        field = "options.cache_ttl" if ttl < timedelta() else "options.cache_max_age"
-        await abort(context, to_status(InvalidInput.one(field, "must not be negative")))
-    return ttl.total_seconds() or default
+    """The TTL to store with; INVALID_ARGUMENT for a negative or malformed duration option."""
+    problems = {
+        field: problem
+        for field in ("cache_ttl", "cache_max_age")
+        if (problem := _duration_problem(getattr(options, field)))
+    }
+    if problems:
+        violations = [FieldViolation(f"options.{f}", p) for f, p in problems.items()]
+        await abort(context, to_status(InvalidInput(violations)))
+    return options.cache_ttl.ToTimedelta().total_seconds() or default
+
+
+def _duration_problem(value: duration_pb2.Duration) -> str | None:
+    seconds, nanos = value.seconds, value.nanos
+    if abs(seconds) > _MAX_DURATION_S or abs(nanos) > 999_999_999 or seconds * nanos < 0:
+        return (
+            "is not a valid Duration (seconds at most 315,576,000,000, nanos at most 999,999,999, "
+            "both of the same sign)"
+        )
+    return "must not be negative" if seconds < 0 or nanos < 0 else None
 
 
 def _young_enough(entry: Entry, options: agent_pb2.RunOptions, now: float) -> bool:

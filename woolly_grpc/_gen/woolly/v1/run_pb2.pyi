@@ -392,6 +392,7 @@ class Run(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     REPOSITORY_NAME_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The run id."""
     status: Global___RunStatus.ValueType
@@ -406,6 +407,10 @@ class Run(_message.Message):
     """The sequence number of the run's last event so far."""
     repository_name: _builtins.str
     """The repository the run reads."""
+    tenant: _builtins.str
+    """The tenant that started the run (empty without authentication). Other tenants get
+    NOT_FOUND for it.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the run started."""
@@ -451,10 +456,11 @@ class Run(_message.Message):
         usage: _agent_pb2.Usage | None = ...,
         last_sequence: _builtins.int = ...,
         repository_name: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "final_context", b"final_context", "start_time", b"start_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_types", b"agent_types", "cancel_reason", b"cancel_reason", "end_time", b"end_time", "error", b"error", "final_context", b"final_context", "id", b"id", "last_sequence", b"last_sequence", "method", b"method", "partial_content", b"partial_content", "repository_name", b"repository_name", "results", b"results", "start_time", b"start_time", "status", b"status", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_types", b"agent_types", "cancel_reason", b"cancel_reason", "end_time", b"end_time", "error", b"error", "final_context", b"final_context", "id", b"id", "last_sequence", b"last_sequence", "method", b"method", "partial_content", b"partial_content", "repository_name", b"repository_name", "results", b"results", "start_time", b"start_time", "status", b"status", "tenant", b"tenant", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,254 @@
+"""Faults of what the server depends on: the model provider, Redis, the MCP server, the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from pydantic_ai import exceptions as ai
+from pydantic_ai.messages import ModelMessage, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+
+from tests.helpers import assert_eventually, details, free_port, read, read_rest, type_value
+from tests.mcp_server import code_tools_server
+from tests.postgres_server import running_postgres
+from tests.redis_server import running_redis
+from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
+from woolly_grpc.config import Settings
+from woolly_grpc.testing import RunningServer, running_server
+
+S = grpc.StatusCode
+
+
+def execute_request(query: str) -> agent_service_pb2.ExecuteRequest:
+    return agent_service_pb2.ExecuteRequest(
+        repository_name="calculator", agent_type=type_value("summarizer"), user_query=query
+    )
+
+
+def http(category: type[ai.ModelAPIError] | None, status: int, body: object) -> ai.ModelHTTPError:
+    return ai.ModelHTTPError.for_category(
+        category,  # type: ignore[arg-type]
+        status_code=status,
+        model_name="gpt-test",
+        body=body,
+    )
+
+
+@dataclass
+class Failing:
+    """A model that raises whatever the test put in `error`."""
+
+    error: Exception | None = None
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        if self.error is not None:
+            raise self.error
+        yield "no error was set"
+
+
+@pytest.fixture(scope="module")
+async def failing(settings: Settings) -> AsyncIterator[tuple[RunningServer, Failing]]:
+    model = Failing()
+    async with running_server(settings, model=FunctionModel(stream_function=model.stream)) as srv:
+        yield srv, model
+
+
+PROVIDER_FAILURES = {
+    "429": (
+        http(ai.ModelRateLimitError, 429, {"error": {"message": "Rate limit reached for gpt"}}),
+        S.UNAVAILABLE,
+        "retry later (model gpt-test, HTTP 429): Rate limit reached for gpt",
+    ),
+    "500": (
+        http(ai.ModelServerError, 500, {"error": {"message": "The server had an error"}}),
+        S.UNAVAILABLE,
+        "HTTP 500): The server had an error",
+    ),
+    "503": (http(ai.ModelUnavailableError, 503, "upstream down"), S.UNAVAILABLE, "upstream down"),
+    "uncategorised 502": (http(None, 502, None), S.UNAVAILABLE, "HTTP 502): no explanation"),
+    "401": (
+        http(
+            ai.ModelAuthenticationError,
+            401,
+            {"error": {"message": "Incorrect API key provided: sk-abc***wxyz"}},
+        ),
+        S.FAILED_PRECONDITION,
+        "rejected this server's credentials (model gpt-test, HTTP 401)",
+    ),
+    "400": (http(None, 400, "bad things"), S.FAILED_PRECONDITION, "refused the call"),
+    "connect timeout": (
+        ai.ModelTimeoutError("gpt-test", "Request timed out."),
+        S.UNAVAILABLE,
+        "retry later (model gpt-test): Request timed out.",
+    ),
+    "request timeout": (ai.ModelRequestTimeout("gpt-test", 30.0), S.UNAVAILABLE, "30 seconds"),
+    "malformed output": (
+        ai.UnexpectedModelBehavior("Exceeded maximum retries (1) for output", body="{not json"),
+        S.INTERNAL,
+        "could not be used: Exceeded maximum retries (1) for output",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PROVIDER_FAILURES)
+async def test_provider_failures_get_mapped_codes_and_readable_messages(
+    failing: tuple[RunningServer, Failing], case: str
+) -> None:
+    srv, model = failing
+    model.error, code, said = PROVIDER_FAILURES[case]
+
+    with pytest.raises(aio.AioRpcError) as caught:
+        await srv.stub.Execute(execute_request(f"provider {case}"), timeout=10)
+    message = details(caught.value)
+
+    assert caught.value.code() == code, message
+    assert said in message
+    assert "\n" not in message and len(message) < 300
+    assert "status_code:" not in message and "sk-abc" not in message and "{not json" not in message
+
+
+async def test_a_slow_redis_costs_caching_not_calls(settings: Settings) -> None:
+    """SIGSTOPped Redis under load: every call answers, uncached; after SIGCONT it caches again."""
+    async with running_redis() as redis:
+        async with running_server(settings.model_copy(update={"cache_url": redis.url})) as srv:
+            await srv.stub.Execute(execute_request("warm"), timeout=30)
+            redis.pause()
+            try:
+                calls = [
+                    srv.stub.Execute(execute_request(q), timeout=20)
+                    for q in ("warm", *(f"paused {i}" for i in range(6)))
+                ]
+                responses = await asyncio.gather(*calls)
+                outcomes = [dict(await c.trailing_metadata())["woolly-cache"] for c in calls]
+            finally:
+                redis.resume()
+
+            async def caching_again() -> bool:
+                await srv.stub.Execute(execute_request("resumed"), timeout=30)
+                call = srv.stub.Execute(execute_request("resumed"), timeout=30)
+                await call
+                return dict(await call.trailing_metadata())["woolly-cache"] == "hit"
+
+            await assert_eventually(caching_again)
+
+    assert all(r.result.content for r in responses)
+    assert outcomes == ["miss"] * 7, "nothing could be read from the paused cache"
+    assert srv.app.cache.stats.errors > 0
+
+
+async def test_a_stopped_database_fails_only_saved_agent_calls(settings: Settings) -> None:
+    async with running_postgres() as postgres:
+        url = await postgres.create_database()
+        async with running_server(settings.model_copy(update={"database_url": url})) as srv:
+            agent = agent_pb2.AgentDefinition(name="db-fault", base_type=type_value("summarizer"))
+            create = agent_service_pb2.CreateAgentRequest(agent=agent)
+            saved = (await srv.stub.CreateAgent(create, timeout=10)).agent
+            await postgres.stop()
+
+            failures = {}
+            calls: dict[str, Any] = {
+                "GetAgent": srv.stub.GetAgent(agent_service_pb2.GetAgentRequest(id=saved.id)),
+                "ListAgents": srv.stub.ListAgents(agent_service_pb2.ListAgentsRequest()),
+                "CreateAgent": srv.stub.CreateAgent(create),
+                "Execute by id": srv.stub.Execute(
+                    agent_service_pb2.ExecuteRequest(
+                        repository_name="calculator", agent_id=saved.id, user_query="q"
+                    )
+                ),
+            }
+            for name, call in calls.items():
+                with pytest.raises(aio.AioRpcError) as caught:
+                    await asyncio.wait_for(call, 20)
+                failures[name] = (caught.value.code(), details(caught.value))
+            built_in = await srv.stub.Execute(execute_request("no database needed"), timeout=30)
+            types = await srv.stub.ListAgentTypes(agent_service_pb2.ListAgentTypesRequest())
+            status = await srv.stub.GetServerStatus(agent_service_pb2.GetServerStatusRequest())
+
+            await postgres.start()  # the same port and data directory
+
+            async def reachable_again() -> bool:
+                try:
+                    got = await srv.stub.GetAgent(agent_service_pb2.GetAgentRequest(id=saved.id))
+                except aio.AioRpcError:
+                    return False
+                return got.agent.name == "db-fault"
+
+            await assert_eventually(reachable_again, timeout=20)
+
+    for name, (code, message) in failures.items():
+        assert code == S.UNAVAILABLE, (name, message)
+        assert "database" in message, (name, message)
+    assert built_in.result.content and len(types.agent_types) == 6
+    assert status.database.configured and not status.database.reachable
+
+
+class ToolAfterGate:
+    """Streams a little, waits for the gate, then calls the MCP server's `search_code`."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def stream(
+        self, messages: list[ModelMessage], info: AgentInfo
+    ) -> AsyncIterator[str | DeltaToolCalls]:
+        if any(isinstance(part, ToolReturnPart) for m in messages for part in m.parts):
+            yield "found it."
+            return
+        yield "looking. "
+        await self.gate.wait()
+        yield {0: DeltaToolCall(name="search_code", json_args='{"query": "divide"}')}
+
+
+async def test_an_mcp_server_down_at_start_or_mid_run_is_unavailable_until_back(
+    settings: Settings,
+) -> None:
+    port = free_port()
+    model = ToolAfterGate()
+    with_mcp = settings.model_copy(update={"mcp_url": f"http://127.0.0.1:{port}/mcp"})
+    status_request = agent_service_pb2.GetServerStatusRequest()
+    async with running_server(with_mcp, model=FunctionModel(stream_function=model.stream)) as srv:
+        model.gate.set()
+        down_at_start = await _stream_error(srv, "down at start")
+        status_down = await srv.stub.GetServerStatus(status_request, timeout=10)
+
+        async with code_tools_server(port=port) as tools:
+            back = [m async for m in srv.stub.StreamExecute(_chat("back"), timeout=30)]
+            status_back = await srv.stub.GetServerStatus(status_request, timeout=10)
+            model.gate.clear()
+            mid_run = srv.stub.StreamExecute(_chat("mid-run"), timeout=30)
+            run_id = (await read(mid_run)).run_id
+            await read(mid_run)  # "looking. ": the run is in flight, its MCP session open
+        model.gate.set()
+        with pytest.raises(aio.AioRpcError) as caught:
+            await read_rest(mid_run)
+        run = (await srv.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=run_id))).run
+
+    assert down_at_start.code() == S.UNAVAILABLE
+    assert "MCP server is unreachable" in details(down_at_start)
+    assert not status_down.mcp.reachable and status_down.mcp.error
+    assert back[-1].completed.result.content == "looking. found it."
+    assert ("search_code", {"query": "divide", "directory": "."}) in tools.calls
+    assert status_back.mcp.reachable
+    assert caught.value.code() == S.UNAVAILABLE
+    assert "MCP server failed during the run" in details(caught.value)
+    assert run.status == run_pb2.RUN_STATUS_FAILED
+    assert run.partial_content.startswith("looking. ")
+
+
+def _chat(query: str) -> agent_service_pb2.StreamExecuteRequest:
+    return agent_service_pb2.StreamExecuteRequest(
+        repository_name="calculator", agent_type=type_value("chat_assistant"), user_query=query
+    )
+
+
+async def _stream_error(srv: RunningServer, query: str) -> aio.AioRpcError:
+    with pytest.raises(aio.AioRpcError) as caught:
+        async for _ in srv.stub.StreamExecute(_chat(query), timeout=30):
+            pass
+    return caught.value
