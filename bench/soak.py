@@ -1,9 +1,10 @@
 """Soak: tens of thousands of mixed calls from 64 callers against one server process.
 
 Cache hits and misses, streams, chains, cancelled streams, bad requests, GetRun / WatchRun and
-probes, in a fixed random mix, against `bench.serve_child` (the real server, local engine). Every
-call kind has its expected status codes; anything else is a failure. The server's resident memory
-and open file descriptors are read from /proc at the start, after the warm-up and at the end.
+probes, in a fixed random mix, against `bench.serve_child` (the real server in a child process).
+Every call kind has its expected status codes; anything else is a failure. The server's resident
+memory and open file descriptors are read from /proc at the start, after the warm-up, every 10 %
+of the calls and at the end.
 
     python -m bench.soak [--calls 50000] [--callers 64] [--max-seconds 180] [--write]
 """
@@ -354,12 +355,13 @@ INTRO = """# Reliability
 
 Two checks that the server keeps answering correctly however it is called, and for long.
 
-- **Fuzzing** (`tests/test_fuzz.py`, part of `make test`): Hypothesis sends a few thousand
-  random and malformed requests through real gRPC to one real server — random field values for
-  every run, run and saved-agent request, and random bytes as raw payloads for every method. No
-  answer may be INTERNAL or UNKNOWN, every error carries a message, INVALID_ARGUMENT names its
-  fields, and the server is healthy afterwards. `FUZZ_EXAMPLES=10 pytest tests/test_fuzz.py`
-  runs ten times as many cases.
+- **Fuzzing** (`tests/test_fuzz.py`, part of `make test`): Hypothesis sends about 3,000
+  random and malformed requests through real gRPC to one real server: random field values in
+  the requests that start, read and watch runs and create, update and list saved agents, and
+  random or mutated bytes as the raw payload of every method. No answer may be INTERNAL or
+  UNKNOWN, every error carries a message, INVALID_ARGUMENT names its fields in a BadRequest,
+  and the server is healthy afterwards. `FUZZ_EXAMPLES=10 pytest tests/test_fuzz.py` runs ten
+  times as many cases.
 - **Soak** (`bench/soak.py`, by hand): 50,000 mixed calls from 64 concurrent callers against
   the server in a child process — cache hits and misses, streams, chains, streams left after
   their first event and cancelled, bad requests, GetRun / WatchRun of recent runs, probes. Each
@@ -369,6 +371,16 @@ Two checks that the server keeps answering correctly however it is called, and f
   and at the end; growth after the warm-up should stay within 10 %. Rerun it with
   `python -m bench.soak` (`--calls`, `--callers`, `--max-seconds` bound it; `--write` appends
   the report below).
+
+The soak's server keeps its results and runs in a memory store bounded at 1 MiB. Runs stay in
+the store for an hour, so RSS grows until the store is full; that is by design (the
+production bound is `memory://?max_bytes=…`, 256 MiB by default). With the small bound the
+store fills during the warm-up, and growth after it shows leaks rather than retention. With
+an 8 MiB bound, RSS was still rising as the store filled (+14 % after a 5,000-call warm-up).
+The model is a FunctionModel that answers after 20 ms: runs stay in flight long enough for
+cancels and watchers to meet live runs, at no CPU cost. `--local-engine` serves the offline
+engine instead, which does real work in every run and reaches about 180 calls/s on this
+machine, against 400 to 530 with the FunctionModel.
 """
 
 

@@ -71,8 +71,13 @@ def fuzz(examples: int) -> Callable[[Any], Any]:
 #   FAILED_PRECONDITION (and its new run may fail like any run).
 # - WatchRun: OUT_OF_RANGE for an after_sequence past a finished run's last event.
 # - saved agents: ALREADY_EXISTS for a taken name (create, or an update renaming onto one).
-_RUN = {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION}
-_RUN |= {Code.RESOURCE_EXHAUSTED}
+_RUN = {
+    Code.OK,
+    Code.INVALID_ARGUMENT,
+    Code.NOT_FOUND,
+    Code.FAILED_PRECONDITION,
+    Code.RESOURCE_EXHAUSTED,
+}
 ALLOWED: dict[str, set[Code]] = {
     "ListAgentTypes": {Code.OK},
     "GetServerStatus": {Code.OK},
@@ -134,9 +139,6 @@ async def fuzz_server(
         found.run_ids.append((await server.stub.Execute(request, timeout=TIMEOUT)).run_id)
         yield found
 
-
-# ---------------------------------------------------------------------------------------------
-# Strategies
 
 ODD_TEXT = [
     "",
@@ -250,6 +252,23 @@ def run_options(draw: st.DrawFn) -> agent_pb2.RunOptions | None:
     return options
 
 
+sane_options = st.one_of(
+    st.none(),
+    st.builds(
+        agent_pb2.RunOptions,
+        cache_policy=st.sampled_from(
+            [agent_pb2.CACHE_POLICY_BYPASS, agent_pb2.CACHE_POLICY_REFRESH]
+        ),
+        cache_ttl=st.builds(duration_pb2.Duration, seconds=st.integers(0, 3600)),
+        detach=st.booleans(),
+    ),
+)
+sane_context = st.one_of(
+    st.none(),
+    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(-9, 9), st.text(max_size=8))),
+)
+
+
 RUN_PARTS = ("repository", "query", "agent", "context", "options")
 
 
@@ -280,23 +299,6 @@ def run_fields(draw: st.DrawFn, fuzz: Fuzz, chain: bool = False) -> dict[str, An
         struct.update(values)
         fields["context"] = struct
     return fields
-
-
-sane_options = st.one_of(
-    st.none(),
-    st.builds(
-        agent_pb2.RunOptions,
-        cache_policy=st.sampled_from(
-            [agent_pb2.CACHE_POLICY_BYPASS, agent_pb2.CACHE_POLICY_REFRESH]
-        ),
-        cache_ttl=st.builds(duration_pb2.Duration, seconds=st.integers(0, 3600)),
-        detach=st.booleans(),
-    ),
-)
-sane_context = st.one_of(
-    st.none(),
-    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(-9, 9), st.text(max_size=8))),
-)
 
 
 def agent_choice(fuzz: Fuzz) -> st.SearchStrategy[dict[str, Any]]:
@@ -378,10 +380,6 @@ AGENT_PARTS = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# Checks
-
-
 async def expect(method: str, call: Any, *, parsed: bool = True) -> Any:
     """Finish one call and check how it ended against `ALLOWED[method]`; its response if OK.
 
@@ -406,10 +404,6 @@ async def expect(method: str, call: Any, *, parsed: bool = True) -> Any:
         return None
     event("OK")
     return response
-
-
-# ---------------------------------------------------------------------------------------------
-# Tests: typed requests with random field values
 
 
 @fuzz(400)
@@ -491,10 +485,6 @@ async def test_list_agents(fuzz_server: Fuzz, data: st.DataObject) -> None:
         page_token=data.draw(st.just("") | text),
     )
     await expect("ListAgents", fuzz_server.server.stub.ListAgents(request, timeout=TIMEOUT))
-
-
-# ---------------------------------------------------------------------------------------------
-# Tests: raw bytes as request payloads (the server must parse garbage)
 
 
 def valid_payloads() -> list[bytes]:
@@ -599,10 +589,6 @@ async def test_raw_bytes_to_health(fuzz_server: Fuzz, raw: bytes) -> None:
         assert details(error) or error.code() == Code.NOT_FOUND
 
 
-# ---------------------------------------------------------------------------------------------
-# What the fuzzer found, pinned (each was INTERNAL, UNKNOWN or a lost status before its fix)
-
-
 def _nan_context() -> pb.ExecuteRequest:
     request = pb.ExecuteRequest(repository_name="empty_repo", agent_type=SUMMARIZER, user_query="q")
     request.context.update({"x": [1.0, float("inf")]})
@@ -701,10 +687,6 @@ async def test_a_request_stream_of_garbage_is_invalid(fuzz_server: Fuzz) -> None
 
     assert caught.value.code() == Code.INVALID_ARGUMENT
     assert "does not parse" in details(caught.value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Afterwards
 
 
 async def test_server_is_healthy_after_fuzzing(fuzz_server: Fuzz) -> None:
