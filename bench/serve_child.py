@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ async def _serve(
         cache_url=cache_url,
         log_level="INFO" if access_log else "WARNING",
         log_format="json",
+        # Saved agents are not benchmarked: keep their database out of the working tree.
+        database_url=f"sqlite:///{tempfile.mkdtemp(prefix='woolly-bench-')}/agents.db",
     )
     if access_log:
         configure_logging(settings)

@@ -71,9 +71,10 @@ async def test_one_line_per_rpc_with_its_fields(
             assert token not in seen and "purple-" not in seen, record.name
 
 
-async def test_json_lines_from_the_served_process(repos_root: Path) -> None:
+async def test_json_lines_from_the_served_process(repos_root: Path, tmp_path: Path) -> None:
     env = os.environ | {"WOOLLY_LOG_FORMAT": "json"}
     args = ["--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
+    args += ["--database-url", f"sqlite:///{tmp_path / 'agents.db'}"]
     process = await asyncio.create_subprocess_exec(
         *CLI,
         "serve",
