@@ -56,11 +56,11 @@ class App:
     port: int
     """The bound port (the real one when settings.port is 0)."""
     settings: Settings
-    status: StatusReporter | None = None
+    status: StatusReporter
+    agents: AgentRegistry
+    """Saved agents; their database is opened (schema created) by `start`."""
     metrics_endpoint: MetricsEndpoint | None = None
     """The /metrics HTTP server, once started (none when `metrics_port` is 0)."""
-    agents: AgentRegistry | None = None
-    """Saved agents; their database is opened (schema created) by `start`."""
 
 
 def build(settings: Settings, *, model: Model | None = None) -> App:
@@ -220,14 +220,11 @@ async def start(app: App) -> None:
     await app.server.start()
     await app.health.set("", health_pb2.HealthCheckResponse.SERVING)
     await app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    if app.status is not None:
-        app.status.serving = True
+    app.status.serving = True
 
 
 async def _open_agents_database(app: App) -> None:
     """Connect to the saved-agents database and create its schema, or stop start-up."""
-    if app.agents is None:
-        return
     try:
         await app.agents.store.open()
     except Unavailable as exc:
@@ -252,14 +249,12 @@ async def stop(app: App, grace: float | None = None) -> None:
     """NOT_SERVING at once, let in-flight calls finish within the grace, cancel the rest."""
     grace = app.settings.shutdown_grace_s if grace is None else grace
     await app.health.enter_graceful_shutdown()
-    if app.status is not None:
-        app.status.serving = False
+    app.status.serving = False
     app.runs.closing = True
     await app.server.stop(grace)
     await app.runs.close()
     await app.cache.store.close()
-    if app.agents is not None:
-        await app.agents.store.close()
+    await app.agents.store.close()
     if app.metrics_endpoint is not None:
         await app.metrics_endpoint.close()
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-import grpc
 from google.protobuf.message import Message
 from grpc import aio
 
@@ -43,7 +42,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         chains: ChainRunner,
         runs: RunManager,
         *,
-        status: StatusReporter | None = None,
+        status: StatusReporter,
         agents: AgentRegistry,
     ) -> None:
         self.runner = runner
@@ -114,8 +113,6 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     async def GetServerStatus(
         self, request: pb.GetServerStatusRequest, context: Context
     ) -> pb.GetServerStatusResponse:
-        if self.status is None:
-            await _not_yet(context, "GetServerStatus", "the server status report")
         return await self.status.snapshot()
 
     async def CreateAgent(
@@ -244,10 +241,3 @@ def _cancel_reason(context: Context) -> run_pb2.CancelReason.ValueType:
     if remaining is not None and remaining <= 0:
         return run_pb2.CANCEL_REASON_DEADLINE
     return run_pb2.CANCEL_REASON_CLIENT
-
-
-async def _not_yet(context: Context, method: str, feature: str) -> NoReturn:
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet (planned: {feature})"
-    )
-    raise AssertionError("abort() raises")  # pragma: no cover
