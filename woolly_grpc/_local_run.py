@@ -37,9 +37,13 @@ class LocalRun:
     """Callers following the run from this replica now."""
     remote_readers: int = 0
     """Watchers following it from other replicas."""
+    orphan_timer: asyncio.TimerHandle | None = None
+    """Cancels the run when the grace after its last reader left runs out."""
     unflushed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the journal has events (or the end) to write."""
     ended_at: float | None = None
+    settled: bool = False
+    """Whether the manager has booked the run's end (slot, flight key, metrics)."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _step_results: dict[int, agent_pb2.AgentResult] = field(default_factory=dict)
     _step_usage: dict[int, Usage] = field(default_factory=dict)
@@ -81,6 +85,12 @@ class LocalRun:
     def expired(self, now: float) -> bool:
         """Whether a finished run is past its local retention."""
         return self.ended_at is not None and now - self.ended_at > LOCAL_RETENTION_S
+
+    def stop_orphan_timer(self) -> None:
+        """A reader is back (or a new timer replaces this one)."""
+        if self.orphan_timer is not None:
+            self.orphan_timer.cancel()
+            self.orphan_timer = None
 
     async def wait_for_change(self) -> None:
         """Return once an event was added or the run ended."""

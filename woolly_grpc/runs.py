@@ -41,6 +41,9 @@ current_run_id: ContextVar[str] = ContextVar("woolly_run_id", default="")
 CONTROL_CHANNEL = "runs:control"
 """Replicas tell each other `cancel <id> <reason>`, `attach <id>` and `detach <id>` here."""
 
+RECENT_S = 60.0
+"""A run that ended less than this ago stays in memory whatever `keep_local` says."""
+
 CLOSE_FLUSH_S = 2.0
 """At shutdown, how long the journal may take to write out the last events."""
 
@@ -131,6 +134,8 @@ class RunManager:
             detach: Run to the end even when every reader has gone.
         """
         if flight_key is not None and (joined := self._in_flight.get(flight_key)) is not None:
+            if detach:  # options are not in the key: a detached caller may join any run
+                self._runs[joined].detach = True
             return joined, True
         if self._active >= self.max_concurrent:
             raise Overloaded(
@@ -148,6 +153,8 @@ class RunManager:
         if self.observer is not None:
             self.observer.run_started(run.record)
         run.task = asyncio.create_task(self._drive(run, events), name=f"run-{run.id}")
+        # A task cancelled before its first step never runs _drive's `finally`: settle it here.
+        run.task.add_done_callback(lambda _task: self._settle(run))
         self._spawn(self.journal.flush_loop(run.record, run.log, run.unflushed, lambda: run.done))
         return run.id, False
 
@@ -189,6 +196,7 @@ class RunManager:
             return
         position = max(after_sequence, 0)
         run.readers += 1
+        run.stop_orphan_timer()
         try:
             while True:
                 if position < len(run.log):
@@ -214,8 +222,11 @@ class RunManager:
         run = self._runs.get(run_id)
         if run is None or run.done or run.detach or run.readers or run.remote_readers:
             return
+        run.stop_orphan_timer()
         loop = asyncio.get_running_loop()
-        loop.call_later(self.orphan_grace_s, self._cancel_if_orphaned, run, reason)
+        run.orphan_timer = loop.call_later(
+            self.orphan_grace_s, self._cancel_if_orphaned, run, reason
+        )
 
     async def cancel(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> run_pb2.Run:
         """Stop a run (its model call included) wherever it runs; returns it as it ended."""
@@ -261,10 +272,11 @@ class RunManager:
 
     async def _drive(self, run: LocalRun, events: EventSource) -> None:
         try:
-            await self.journal.save_request(run.id, run.record.method, run.request)
-        except StoreError as exc:
-            _log.warning("could not store the request of run %s: %s", run.id, exc)
-        try:
+            # Inside the try: a cancel that lands while the request is saved still ends the run.
+            try:
+                await self.journal.save_request(run.id, run.record.method, run.request)
+            except StoreError as exc:
+                _log.warning("could not store the request of run %s: %s", run.id, exc)
             async for event in events():
                 run.append(event)
                 if self.observer is not None:
@@ -275,11 +287,20 @@ class RunManager:
         except Exception as exc:
             run.fail(exc)
         finally:
-            self._active -= 1
-            if run.flight_key is not None:
-                self._in_flight.pop(run.flight_key, None)
-            if self.observer is not None:
-                self.observer.run_ended(run.record)
+            self._settle(run)
+
+    def _settle(self, run: LocalRun) -> None:
+        """Book a run's end once: free its slot, its flight key, tell the observer."""
+        if run.settled:
+            return
+        run.settled = True
+        if not run.done:
+            run.cancelled()  # cancelled before it ever ran
+        self._active -= 1
+        if run.flight_key is not None:
+            self._in_flight.pop(run.flight_key, None)
+        if self.observer is not None:
+            self.observer.run_ended(run.record)
 
     @contextlib.asynccontextmanager
     async def _attached_remotely(self, run_id: str) -> AsyncIterator[None]:
@@ -299,7 +320,10 @@ class RunManager:
                 async with self.journal.store.subscribe(CONTROL_CHANNEL) as messages:
                     ready.set()
                     async for message in messages:
-                        self._on_control(message.decode().split())
+                        try:
+                            self._on_control(message.decode().split())
+                        except Exception:  # one bad message must not deafen this replica
+                            _log.exception("ignored a run control message")
             except StoreError as exc:
                 _log.warning("run control channel lost (%s); listening again shortly", exc)
                 ready.set()
@@ -312,6 +336,7 @@ class RunManager:
             self._cancel_local(run, run_pb2.CancelReason.ValueType(int(words[2])))
         elif words[0] == "attach":
             run.remote_readers += 1
+            run.stop_orphan_timer()
         elif words[0] == "detach":
             run.remote_readers = max(0, run.remote_readers - 1)
             self.abandon(run.id, run_pb2.CANCEL_REASON_CLIENT)
@@ -327,5 +352,6 @@ class RunManager:
         for run_id, run in list(self._runs.items()):
             if len(self._runs) < self.keep_local and not run.expired(now):
                 break
-            if run.done:
+            # Its readers still need its error status, and its journal may still be writing.
+            if run.done and not run.readers and now - (run.ended_at or now) > RECENT_S:
                 del self._runs[run_id]

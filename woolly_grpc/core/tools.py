@@ -177,7 +177,8 @@ def read_file(
         return f"[`{path}` is a binary file ({target.stat().st_size} bytes); it has no text]"
     with target.open("rb") as handle:
         for _ in range(start_line - 1):
-            handle.readline()
+            if not handle.readline():  # past the end: stop, whatever start_line the model sent
+                return f"[`{path}` has fewer than {start_line} lines]"
         text = _read_window(handle, path, start_line, max_lines)
     return text or f"[`{path}` has fewer than {start_line} lines]"
 

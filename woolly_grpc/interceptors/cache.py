@@ -122,7 +122,9 @@ class CacheInterceptor(aio.ServerInterceptor):
         response = await call_next(request, context)
         context.set_trailing_metadata(((CACHE_TRAILER, call.outcome),))
         if handler.response_streaming:
-            await self.cache.put(call.key, _marked_cached(recorded, streaming=True), call.ttl_s)
+            marked = _marked_cached(recorded, streaming=True)
+            if marked and _ends_with_result(marked[-1]):  # never store a stream cut short
+                await self.cache.put(call.key, marked, call.ttl_s)
             return None
         raw = passthrough_serializer(handler.response_serializer, None)(response)
         await self.cache.put(call.key, _marked_cached([raw], streaming=False), call.ttl_s)
@@ -176,6 +178,11 @@ def _duration_problem(value: duration_pb2.Duration) -> str | None:
 def _young_enough(entry: Entry, options: agent_pb2.RunOptions, now: float) -> bool:
     max_age = options.cache_max_age.ToTimedelta().total_seconds()
     return max_age <= 0 or entry.age_s(now) <= max_age
+
+
+def _ends_with_result(raw: bytes) -> bool:
+    last = agent_service_pb2.WatchRunResponse.FromString(raw).WhichOneof("event")
+    return last in ("completed", "chain_completed")
 
 
 def _marked_cached(messages: list[bytes], *, streaming: bool) -> list[bytes]:
