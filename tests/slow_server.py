@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,8 +30,10 @@ async def main() -> None:
     parser.add_argument("--chunks", type=int, default=0, help="0: endless")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--grace-s", type=float, default=30.0)
-    parser.add_argument("--database-url", default="sqlite:///woolly.db")
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     args = parser.parse_args()
+    if args.database_url is None:  # keep test databases out of the working tree
+        args.database_url = f"sqlite:///{tempfile.mkdtemp(prefix='woolly-slow-')}/agents.db"
 
     async def endless(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
         chunk = 0
@@ -53,7 +56,13 @@ async def main() -> None:
         return
 
     settings = Settings(
-        repos_root=REPOS_ROOT, host="127.0.0.1", port=0, cache_url=args.cache_url, orphan_grace_s=30
+        repos_root=REPOS_ROOT,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        cache_url=args.cache_url,
+        database_url=args.database_url,
+        orphan_grace_s=30,
     )
     app = build(settings, model=FunctionModel(stream_function=endless))
     await start(app)
