@@ -12,7 +12,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +22,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.helpers import free_port
 
 START_TIMEOUT_S = 30.0
 RUN_AS = "postgres"
@@ -45,7 +46,7 @@ class PostgresServer:
     def __init__(self, binaries: Path, directory: Path, user: pwd.struct_passwd | None) -> None:
         self.binaries = binaries
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self._process: asyncio.subprocess.Process | None = None
         # Drops root in the child: uid, gid, and no supplementary groups of root's.
         self._user: dict[str, Any] = (
@@ -177,10 +178,3 @@ async def running_postgres() -> AsyncIterator[PostgresServer]:
             yield server
         finally:
             await server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

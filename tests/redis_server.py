@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 START_TIMEOUT_S = 10.0
@@ -23,7 +24,7 @@ class RedisServer:
     def __init__(self, executable: str, directory: Path, port: int | None = None) -> None:
         self.executable = executable
         self.directory = directory
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -117,10 +118,3 @@ async def running_redis() -> AsyncIterator[RedisServer]:
             yield server
         finally:
             await server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.agents.helpers import create, get
+from tests.helpers import free_port
 from tests.test_cli import run_cli
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc.config import Settings
@@ -27,20 +26,13 @@ async def test_definitions_survive_a_restart(agent_settings: Settings) -> None:
         assert response.result.agent_id == created.id
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize(
     ("url", "said"),
     [
         ("mysql://woolly@db/woolly", "WOOLLY_DATABASE_URL (--database-url): Value error"),
         ("sqlite:////no/such/directory/woolly.db", "unable to open database file"),
         (
-            f"postgresql://woolly:s3cret@127.0.0.1:{closed_port()}/woolly",
+            f"postgresql://woolly:s3cret@127.0.0.1:{free_port()}/woolly",
             "cannot open the saved-agents database postgresql+asyncpg://woolly:***@127.0.0.1",
         ),
     ],
