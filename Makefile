@@ -46,8 +46,8 @@ test: lint ## Lint, then run the whole test suite
 serve: $(STAMP) ## Run the server on the bundled example repositories
 	WOOLLY_REPOS_ROOT=$${WOOLLY_REPOS_ROOT:-examples/repos} $(BIN)/woolly-grpc serve
 
-bench: $(STAMP) ## Run the benchmarks (by hand; appends nothing by itself)
-	$(PY) -m bench.latency
+bench: $(STAMP) ## Run the benchmark suite (~3 min) and append its report to docs/performance.md
+	$(PY) -m bench.suite --write
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 import grpc
+from grpc import aio
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
@@ -25,10 +27,16 @@ Unit = Callable[[], Awaitable[Sequence[object]]]
 """One call, returning the messages it received."""
 
 
-async def spawn(module: str, children: list[Child], *args: str, quiet: bool = False) -> int:
+async def spawn(
+    module: str,
+    children: list[Child],
+    *args: str,
+    quiet: bool = False,
+    env: dict[str, str] | None = None,
+) -> int:
     """Start `python -m module --port 0 *args` (kept in `children`); its port from stdout.
 
-    `quiet` sends the child's stderr (its logs) to /dev/null.
+    `quiet` sends the child's stderr (its logs) to /dev/null; `env` adds environment variables.
     """
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -36,6 +44,7 @@ async def spawn(module: str, children: list[Child], *args: str, quiet: bool = Fa
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL if quiet else None,
+        env={**os.environ, **(env or {})},
     )
     children.append(proc)
     assert proc.stdout is not None
@@ -43,6 +52,18 @@ async def spawn(module: str, children: list[Child], *args: str, quiet: bool = Fa
     if not line:
         raise RuntimeError(f"{module} exited with code {await proc.wait()} before serving")
     return int(line)
+
+
+async def spawn_named(
+    name: str, module: str, children: dict[str, Child], *args: str, **options: Any
+) -> int:
+    """`spawn`, keeping the child under `name` (so its pid can be found for CPU and memory)."""
+    started: list[Child] = []
+    try:
+        return await spawn(module, started, *args, **options)
+    finally:
+        if started:  # also when it failed to serve: the caller stops it
+            children[name] = started[0]
 
 
 async def stop(proc: Child) -> None:
@@ -84,6 +105,16 @@ async def burst(unit: Unit, seconds: float, callers: int) -> tuple[int, float]:
     return sum(counts), perf_counter() - start
 
 
+async def call(multi: Any, request: bytes, expect: str = "") -> list[bytes]:
+    """The messages of one unary or server-streaming call; checks the cache trailer if asked."""
+    rpc = multi(request, timeout=60)
+    messages = [m async for m in rpc] if isinstance(rpc, aio.UnaryStreamCall) else [await rpc]
+    got = (await rpc.trailing_metadata()).get("woolly-cache") if expect else ""
+    if got != expect:
+        raise RuntimeError(f"expected woolly-cache: {expect}, got {got}")
+    return messages
+
+
 def pcts(xs: Sequence[float]) -> tuple[float, float, float]:
     """p50, p90, p99."""
     q = statistics.quantiles(xs, n=100, method="inclusive")
@@ -98,14 +129,16 @@ class Ratio:
     value: float
     target: float
     at_most: bool = False
+    unit: str = "x"
 
     @property
     def ok(self) -> bool:
         """Whether the target is met."""
         return self.value <= self.target if self.at_most else self.value >= self.target
 
-    def row(self, unit: str = "x") -> str:
+    def row(self, unit: str | None = None) -> str:
         """`| label | value | target | ✅/❌ |`."""
+        unit = self.unit if unit is None else unit
         sign, mark = "≤" if self.at_most else "≥", "✅" if self.ok else "❌"
         return f"| {self.label} | {self.value:.2f}{unit} | {sign} {self.target:g}{unit} | {mark} |"
 

@@ -21,12 +21,12 @@ from typing import Any
 from grpc import aio
 
 from bench import _common as common
-from bench._common import pcts
+from bench._common import call, pcts
 from bench.baseline_echo import STREAM, UNARY, stream_request
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc.cache import Entry, decode_entry, encode_entry, key_for
 from woolly_grpc.core import PROMPT_VERSION
-from woolly_grpc.interceptors.cache import CACHE_TRAILER, key_payload
+from woolly_grpc.interceptors.cache import key_payload
 
 SERVICE = "/woolly.v1.AgentService/"
 CALLERS, SLOW_MODEL_MS, HITS_PER_MISS = 64, 500, 5
@@ -55,16 +55,6 @@ FULL, QUICK = Plan(6, 100, 10, 0.5, 2), Plan(2, 30, 3, 0.1, 1)
 WARM_UP = Plan(1, 50, 2, 0.05, 0)
 
 
-async def _call(multi: Any, request: bytes, expect: str = "") -> list[bytes]:
-    """The messages of one unary or server-streaming call; checks the cache trailer if asked."""
-    call = multi(request, timeout=30)
-    messages = [m async for m in call] if isinstance(call, aio.UnaryStreamCall) else [await call]
-    got = (await call.trailing_metadata()).get(CACHE_TRAILER) if expect else ""
-    if got != expect:
-        raise RuntimeError(f"expected woolly-cache: {expect}, got {got}")
-    return messages
-
-
 class Bench:
     """Channels to every server, the calls to time, and what they measured."""
 
@@ -79,21 +69,21 @@ class Bench:
         units: dict[str, common.Unit] = {}
         for name, channel in self.stores.items():
             execute: Any = channel.unary_unary(SERVICE + "Execute")
-            await _call(execute, HIT)
-            (self.response,) = await _call(execute, HIT, expect="hit")
-            units[f"hit {name}"] = functools.partial(_call, execute, HIT)
+            await call(execute, HIT)
+            (self.response,) = await call(execute, HIT, expect="hit")
+            units[f"hit {name}"] = functools.partial(call, execute, HIT)
         stream: Any = self.stores["memory"].unary_stream(SERVICE + "StreamExecute")
-        await _call(stream, HIT)
-        replay = await _call(stream, HIT, expect="hit")
+        await call(stream, HIT)
+        replay = await call(stream, HIT, expect="hit")
         self.shape = count, total = len(replay), sum(map(len, replay))
-        await _call(self.slow, MISS, expect="miss")
-        await _call(self.slow, HIT, expect="hit")
+        await call(self.slow, MISS, expect="miss")
+        await call(self.slow, HIT, expect="hit")
         echo, sizes = self.echo, stream_request(count, total // count)
         self.units: dict[str, common.Unit] = {
-            "echo": functools.partial(_call, echo.unary_unary(UNARY), b"x" * len(self.response)),
+            "echo": functools.partial(call, echo.unary_unary(UNARY), b"x" * len(self.response)),
             **units,
-            "echo stream": functools.partial(_call, echo.unary_stream(STREAM), sizes),
-            "hit stream": functools.partial(_call, stream, HIT),
+            "echo stream": functools.partial(call, echo.unary_stream(STREAM), sizes),
+            "hit stream": functools.partial(call, stream, HIT),
         }
 
     async def round(self, plan: Plan, index: int) -> None:

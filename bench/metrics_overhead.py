@@ -22,8 +22,8 @@ from typing import Any
 from grpc import aio
 
 from bench import _common as common
-from bench._common import pcts
-from bench.cache import HIT, SERVICE, _call
+from bench._common import call, pcts
+from bench.cache import HIT, SERVICE
 
 CALLERS = 64
 VARIANTS = {
@@ -57,7 +57,7 @@ class Bench:
             name: channel.unary_unary(SERVICE + "Execute") for name, channel in channels.items()
         }
         self.units: dict[str, common.Unit] = {
-            name: functools.partial(_call, execute, HIT) for name, execute in self.executes.items()
+            name: functools.partial(call, execute, HIT) for name, execute in self.executes.items()
         }
         self.seq: dict[str, list[float]] = defaultdict(list)
         self.rate: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -65,8 +65,8 @@ class Bench:
     async def calibrate(self) -> None:
         """Fill each server's cache and check that the timed calls are hits."""
         for execute in self.executes.values():
-            await _call(execute, HIT)
-            await _call(execute, HIT, expect="hit")
+            await call(execute, HIT)
+            await call(execute, HIT, expect="hit")
 
     async def round(self, plan: Plan, index: int) -> None:
         """Sequential calls, then concurrent callers; the order of the servers alternates."""

@@ -3,41 +3,33 @@
 `python -m bench.serve_child --port 0` prints the bound port on stdout, then serves until killed.
 `--cache-url redis://…` picks the result cache's store; `--slow-model-ms N` serves a pydantic-ai
 FunctionModel that waits N ms, then streams a short answer (a stand-in for a remote model).
-`--no-grpc-metrics` builds the server without the metrics interceptor (bench only, to measure
-its cost); `--access-log` turns on the per-RPC JSON log line (INFO, on stderr).
+`--profile PATH` runs cProfile until SIGTERM and writes its stats there (see `bench.profile`).
+`--scripted` serves `bench.models.scripted_model` (output and timing set by the query; model calls
+counted in `--calls-file`). `--no-grpc-metrics` builds the server without the metrics interceptor
+(bench only, to measure its cost); `--access-log` turns on the per-RPC JSON log line (INFO, on
+stderr). Other settings come from `WOOLLY_*` variables as usual (e.g. `WOOLLY_MAX_CONCURRENT_RUNS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import signal
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models import Model
-from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from bench.models import scripted_model, slow_model
 from woolly_grpc.config import Settings
 from woolly_grpc.interceptors import build_interceptors
 from woolly_grpc.observability import configure_logging
 from woolly_grpc.server import App, build, start
 
 REPOS_ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "repos"
-
-
-def slow_model(delay_s: float) -> FunctionModel:
-    """A model that thinks for `delay_s`, then streams a short answer."""
-
-    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        await asyncio.sleep(delay_s)
-        yield "A small calculator: "
-        yield "add, subtract, multiply, divide."
-
-    return FunctionModel(stream_function=stream)
 
 
 def _build(settings: Settings, model: Model | None, grpc_metrics: bool) -> App:
@@ -53,7 +45,13 @@ def _build(settings: Settings, model: Model | None, grpc_metrics: bool) -> App:
 
 
 async def _serve(
-    port: int, cache_url: str, model: Model | None, *, access_log: bool, grpc_metrics: bool
+    port: int,
+    cache_url: str,
+    model: Model | None,
+    *,
+    access_log: bool,
+    grpc_metrics: bool,
+    profile: Path | None,
 ) -> None:
     settings = Settings(
         repos_root=REPOS_ROOT,
@@ -72,7 +70,17 @@ async def _serve(
     app = _build(settings, model, grpc_metrics)
     await start(app)
     print(app.port, flush=True)
-    await app.server.wait_for_termination()
+    if profile is None:
+        await app.server.wait_for_termination()
+        return
+    # Profile everything this process does until SIGTERM, then write the stats for pstats.
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await stopped.wait()
+    profiler.disable()
+    profiler.dump_stats(profile)
 
 
 def main() -> None:
@@ -80,18 +88,32 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--cache-url", default="memory://", help="the result cache's store")
     parser.add_argument("--slow-model-ms", type=float, help="serve a model that waits this long")
+    parser.add_argument("--scripted", action="store_true", help="serve the scripted test model")
+    parser.add_argument("--calls-file", type=Path, help="count the scripted model's calls here")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop, not asyncio's loop")
+    parser.add_argument("--profile", type=Path, help="cProfile until SIGTERM, stats to this file")
     parser.add_argument("--no-grpc-metrics", action="store_true", help="no metrics interceptor")
     parser.add_argument("--access-log", action="store_true", help="log every RPC (JSON, INFO)")
     args = parser.parse_args()
-    model = None if args.slow_model_ms is None else slow_model(args.slow_model_ms / 1e3)
+    model: Model | None = None
+    if args.scripted:
+        model = scripted_model(args.calls_file)
+    elif args.slow_model_ms is not None:
+        model = slow_model(args.slow_model_ms / 1e3)
     serve = _serve(
         args.port,
         args.cache_url,
         model,
         access_log=args.access_log,
         grpc_metrics=not args.no_grpc_metrics,
+        profile=args.profile,
     )
-    asyncio.run(serve)
+    if args.uvloop:
+        import uvloop  # only this option needs it
+
+        uvloop.run(serve)
+    else:
+        asyncio.run(serve)
 
 
 if __name__ == "__main__":

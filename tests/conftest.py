@@ -28,11 +28,13 @@ def settings(repos_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Sett
     # Saved agents go to a database of the session's own, never ./woolly.db.
     database = tmp_path_factory.mktemp("database") / "woolly.db"
     # No /metrics endpoint (its default port is fixed); metrics tests give theirs a free one.
+    # Redis tests see every read reach Redis; tests of the in-process copy turn it on.
     return Settings(
         repos_root=repos_root,
         orphan_grace_s=0,
         database_url=f"sqlite:///{database}",
         metrics_port=0,
+        cache_local_ttl_s=0,
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 from grpc import aio
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from redis import asyncio as redis_asyncio
 
 from tests.helpers import assert_eventually, trailers, type_value
 from tests.redis_server import RedisServer, running_redis
@@ -379,3 +380,75 @@ async def test_the_model_is_in_the_key(settings: Settings, redis_server: RedisSe
         fresh, trailers = await execute(third, execute_request("model-keyed"))
     assert trailers[CACHE_TRAILER] == "miss"
     assert fresh.result.model != produced.result.model
+
+
+async def _redis_gets(redis_server: RedisServer) -> int:
+    """GET commands redis-server has answered since it started."""
+    client = redis_asyncio.Redis.from_url(redis_server.url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def test_hot_entries_are_answered_without_a_redis_round_trip(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    await redis_server.flush()
+    update = {"cache_url": redis_server.url, "cache_local_ttl_s": 60.0}
+    shared = settings.model_copy(update=update)
+    async with running_server(shared) as first, running_server(shared) as second:
+        produced, _ = await execute(first, execute_request("hot"))
+        await execute(second, execute_request("hot"))  # the second replica reads Redis once
+        gets = await _redis_gets(redis_server)
+        for _ in range(20):
+            replayed, trailers = await execute(second, execute_request("hot"))
+            assert trailers[CACHE_TRAILER] == "hit" and replayed.run_id == produced.run_id
+        assert await _redis_gets(redis_server) == gets, "hits on a hot key asked Redis"
+
+        refreshed, _ = await execute(first, execute_request("hot", cache_policy=REFRESH))
+        mine, _ = await execute(first, execute_request("hot"))
+        assert mine.run_id == refreshed.run_id != produced.run_id, "a replica sees its own write"
+        theirs, _ = await execute(second, execute_request("hot"))
+        assert theirs.run_id == produced.run_id, "the other replica's copy lags by its TTL"
+
+
+async def test_a_refresh_elsewhere_shows_up_once_the_local_copy_expires(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    await redis_server.flush()
+    update = {"cache_url": redis_server.url, "cache_local_ttl_s": 0.05}
+    shared = settings.model_copy(update=update)
+    async with running_server(shared) as first, running_server(shared) as second:
+        await execute(first, execute_request("refreshed elsewhere"))
+        await execute(second, execute_request("refreshed elsewhere"))
+        refreshed, _ = await execute(
+            first, execute_request("refreshed elsewhere", cache_policy=REFRESH)
+        )
+
+        async def second_sees_it() -> bool:
+            response, _ = await execute(second, execute_request("refreshed elsewhere"))
+            return response.run_id == refreshed.run_id
+
+        await assert_eventually(second_sees_it)
+
+
+async def test_the_local_copy_never_outlives_a_shorter_cache_ttl(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    await redis_server.flush()
+    update = {"cache_url": redis_server.url, "cache_local_ttl_s": 60.0}
+    async with running_server(settings.model_copy(update=update)) as srv:
+        short = timedelta(milliseconds=50)
+        await execute(srv, execute_request("short-lived hot", cache_ttl=short))
+
+        async def expired() -> bool:
+            request = execute_request("short-lived hot", cache_policy=ONLY_IF_CACHED)
+            try:
+                await execute(srv, request)
+            except aio.AioRpcError as error:
+                return error.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+        await assert_eventually(expired)

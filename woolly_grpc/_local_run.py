@@ -45,6 +45,8 @@ class LocalRun:
     settled: bool = False
     """Whether the manager has booked the run's end (slot, flight key, metrics)."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _partial: list[str] = field(default_factory=list)
+    """The text streamed so far, joined only when a snapshot is taken (not once per token)."""
     _step_results: dict[int, agent_pb2.AgentResult] = field(default_factory=dict)
     _step_usage: dict[int, Usage] = field(default_factory=dict)
 
@@ -86,6 +88,13 @@ class LocalRun:
         """Whether a finished run is past its local retention."""
         return self.ended_at is not None and now - self.ended_at > LOCAL_RETENTION_S
 
+    def snapshot(self) -> run_pb2.Run:
+        """A copy of the record as it is now, with the text streamed so far."""
+        record = run_pb2.Run()
+        record.CopyFrom(self.record)
+        record.partial_content = "".join(self._partial)
+        return record
+
     def stop_orphan_timer(self) -> None:
         """A reader is back (or a new timer replaces this one)."""
         if self.orphan_timer is not None:
@@ -103,7 +112,7 @@ class LocalRun:
         message = convert.event_to_proto(record.id, record.last_sequence, event)
         match event:
             case TextDelta():
-                record.partial_content += event.text
+                self._partial.append(event.text)
             case Completed() | StepCompleted():
                 step = event.step or 0
                 self._step_results[step] = convert.result_to_proto(event.result)

@@ -21,7 +21,7 @@ from . import convert
 from ._gen.woolly.v1 import agent_pb2
 from .core import PROMPT_VERSION, AgentResult, RunRequest
 from .observability import Metrics
-from .store import Store, StoreError
+from .store import MemoryStore, Store, StoreError
 
 _log = logging.getLogger(__name__)
 
@@ -111,12 +111,19 @@ class CacheStats:
 class ResultCache:
     """Reads and writes entries in a Store that may be down, slow or wrong: never fails a call.
 
+    A shared (Redis) store can be fronted by `local`, an in-process copy of the entries this
+    replica read or wrote in the last `local_ttl_s` seconds: a hot key then costs no round trip.
+    Entries under one key only change when a REFRESH call rewrites them, so the copy can be at
+    most `local_ttl_s` behind another replica's rewrite (or the store's expiry).
+
     Args:
         store: Where entries live (`memory://` or Redis).
         model: The configured model name; part of every key.
         default_ttl_s: How long entries live when the call does not say.
         metrics: Where hits, misses and store errors are counted for /metrics.
         clock: Wall-clock seconds (entries carry their creation time across replicas).
+        local: The in-process copy in front of `store` (None: every lookup asks the store).
+        local_ttl_s: How long an entry stays in `local`.
     """
 
     def __init__(
@@ -127,8 +134,12 @@ class ResultCache:
         default_ttl_s: float,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        local: MemoryStore | None = None,
+        local_ttl_s: float = 0.0,
     ) -> None:
         self.store = store
+        self.local = local if local_ttl_s > 0 else None
+        self.local_ttl_s = local_ttl_s
         self.model = model
         self.default_ttl_s = default_ttl_s
         self.metrics = metrics
@@ -146,6 +157,8 @@ class ResultCache:
 
     async def get(self, key: str) -> Entry | None:
         """The entry under `key`; None when missing, corrupt, or the store is failing."""
+        if self.local is not None and (raw := await self.local.get(key)) is not None:
+            return decode_entry(raw)
         try:
             raw = await self.store.get(key)
         except StoreError as exc:
@@ -159,13 +172,17 @@ class ResultCache:
             # Treated as a miss; the fresh result overwrites it.
             self.stats.corrupt += 1
             _log.warning("cache entry %s… is corrupt; recomputing it", key[:12])
+        elif self.local is not None:
+            await self.local.set(key, raw, ttl_s=self.local_ttl_s)
         return entry
 
     async def put(self, key: str, messages: Sequence[bytes], ttl_s: float) -> None:
         """Store the responses of a successful call (failures are logged and counted)."""
-        entry = Entry(tuple(messages), self.clock())
+        raw = encode_entry(Entry(tuple(messages), self.clock()))
+        if self.local is not None:
+            await self.local.set(key, raw, ttl_s=min(ttl_s, self.local_ttl_s))
         try:
-            await self.store.set(key, encode_entry(entry), ttl_s=ttl_s)
+            await self.store.set(key, raw, ttl_s=ttl_s)
         except StoreError as exc:
             self._failed("write", exc)
             return

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     """False turns the result cache off for every call (runs still use `cache_url`)."""
     cache_ttl_s: float = Field(3600.0, gt=0)
     """How long a cached result lives when the call does not say (`options.cache_ttl`)."""
+    cache_local_ttl_s: float = Field(1.0, ge=0)
+    """With a Redis cache: how long this replica keeps the entries it read or wrote in memory,
+    so hot keys skip the round trip (a REFRESH elsewhere shows here at most this late); 0 = off."""
+    cache_local_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    """Bound on that in-memory copy; least recently used entries go first."""
     mcp_url: str | None = None
     """An MCP server (streamable HTTP) whose tools replace the built-in repository tools."""
     database_url: str = "sqlite:///woolly.db"

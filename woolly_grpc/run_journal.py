@@ -59,7 +59,7 @@ class RunJournal:
     """
 
     def __init__(
-        self, store: Store, *, retention_s: float, linger_s: float = 0.005, max_batch: int = 512
+        self, store: Store, *, retention_s: float, linger_s: float = 0.05, max_batch: int = 512
     ) -> None:
         self.store = store
         self.retention_s = retention_s
@@ -94,7 +94,7 @@ class RunJournal:
 
     async def flush_loop(
         self,
-        record: run_pb2.Run,
+        snapshot: Callable[[], run_pb2.Run],
         log: list[bytes],
         wake: asyncio.Event,
         ended: Callable[[], bool],
@@ -102,7 +102,8 @@ class RunJournal:
         """Write `log` to the store as it grows, in batches, until the run has ended.
 
         Args:
-            record: The run's record, saved with each batch (so other replicas see progress).
+            snapshot: A copy of the run's record now; saved with each batch (so other replicas
+                see progress).
             log: The run's events, appended to by the run while this loop runs.
             wake: Set when events were added or the run ended.
             ended: Whether the run has ended (the last batch is then written and the loop stops).
@@ -110,16 +111,17 @@ class RunJournal:
         written, failures = 0, 0
         while True:
             await wake.wait()
-            if self.linger_s and not ended():
+            # The first write goes out at once: other replicas must know the run from its start.
+            if written and self.linger_s and not ended():
                 await asyncio.sleep(self.linger_s)  # let a burst of tokens share one append
             wake.clear()
             while written < len(log):
                 batch = log[written : written + self.max_batch]
-                if not await self._write(record, batch, written + len(batch), ended()):
+                if not await self._write(snapshot(), batch, written + len(batch), ended()):
                     break
                 written += len(batch)
             complete = ended() and written >= len(log)
-            if complete and await self._write(record, [], written, True):
+            if complete and await self._write(snapshot(), [], written, True):
                 return
             if written < len(log) or complete:
                 # The store failed: try again a little later, and give up on a run that ended.
@@ -134,17 +136,16 @@ class RunJournal:
     async def _write(
         self, record: run_pb2.Run, batch: list[bytes], stored: int, ended: bool
     ) -> bool:
+        """Append `batch` and save `record` (a snapshot of ours, changed here) as of `stored`."""
         # The stored record never claims more than the stored log holds, so a reader that
         # sees an ended run with a short log knows events were lost, not late.
-        snapshot = run_pb2.Run()
-        snapshot.CopyFrom(record)
-        snapshot.last_sequence = stored
         if not ended or stored < record.last_sequence:
-            snapshot.status = run_pb2.RUN_STATUS_RUNNING
+            record.status = run_pb2.RUN_STATUS_RUNNING
+        record.last_sequence = stored
         try:
             if batch:
                 await self.store.append(_log_key(record.id), batch, ttl_s=self.retention_s)
-            await self.save_record(snapshot)
+            await self.save_record(record)
             await self.store.publish(run_channel(record.id), str(stored).encode())
         except StoreError as exc:
             # The run goes on; only readers on other replicas miss it until the store is back.

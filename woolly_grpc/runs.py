@@ -155,7 +155,7 @@ class RunManager:
         run.task = asyncio.create_task(self._drive(run, events), name=f"run-{run.id}")
         # A task cancelled before its first step never runs _drive's `finally`: settle it here.
         run.task.add_done_callback(lambda _task: self._settle(run))
-        self._spawn(self.journal.flush_loop(run.record, run.log, run.unflushed, lambda: run.done))
+        self._spawn(self.journal.flush_loop(run.snapshot, run.log, run.unflushed, lambda: run.done))
         return run.id, False
 
     async def get(self, run_id: str) -> run_pb2.Run:
@@ -165,7 +165,7 @@ class RunManager:
             NotFound: the run is unknown, or belongs to another tenant than the caller's.
         """
         run = self._runs.get(run_id)
-        record = run.record if run is not None else await self.journal.load_record(run_id)
+        record = run.snapshot() if run is not None else await self.journal.load_record(run_id)
         if record.tenant != current_tenant.get():
             raise unknown_run(run_id)
         return record

@@ -31,7 +31,7 @@ from .run_journal import RunJournal
 from .runs import RunManager
 from .service import AgentService
 from .status import StatusReporter
-from .store import open_store
+from .store import MemoryStore, open_store
 
 RUN_RETENTION_S = 3600.0
 """Runs, their results and their events are kept this long after their last event."""
@@ -91,8 +91,14 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         store = open_store(settings.cache_url)
     except ValueError as exc:
         raise StartupError(f"cannot use cache {settings.cache_url!r}: {exc}") from exc
+    shared = not isinstance(store, MemoryStore)  # a memory store is already in-process
     cache = ResultCache(
-        store, model=runner.model_name, default_ttl_s=settings.cache_ttl_s, metrics=metrics
+        store,
+        model=runner.model_name,
+        default_ttl_s=settings.cache_ttl_s,
+        metrics=metrics,
+        local=MemoryStore(max_bytes=settings.cache_local_max_bytes) if shared else None,
+        local_ttl_s=settings.cache_local_ttl_s,
     )
     runs = RunManager(
         RunJournal(store, retention_s=RUN_RETENTION_S),
