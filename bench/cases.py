@@ -198,6 +198,7 @@ def _hits_report(series: dict[str, Series], size: int, count: int, total: int) -
         "Execute hit, redis": "woolly Execute hit, Redis (as shipped: local copy of hot entries)",
         "Execute hit, redis, no local copy": "woolly Execute hit, Redis, every hit a GET (before)",
         "Execute hit, memory, uvloop": "woolly Execute hit, memory store, uvloop",
+        "Execute hit, memory, default gc": "woolly Execute hit, memory store, default GC settings",
         "peer execute hit": "FastAPI peer `POST /v1/execute` hit, Redis",
         "echo stream": f"bare grpc.aio echo, stream of {count} x {total // count} B",
         "StreamExecute hit, memory": f"woolly StreamExecute hit ({count} messages), memory store",
@@ -403,29 +404,47 @@ async def _crowd(
     return wall, events, failures, peak - before, used
 
 
+class _WoollyCrowd:
+    """Fresh ~1 s streams to one woolly server, over 8 channels."""
+
+    def __init__(self, port: int, script: str) -> None:
+        self.channels = [aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(8)]
+        self.streamers: list[Any] = [
+            c.unary_stream(SERVICE + "StreamExecute") for c in self.channels
+        ]
+        self.script = script
+
+    async def warm_up(self) -> None:
+        for streamer in self.streamers:
+            await call(streamer, woolly_request(fresh("warm up")))
+
+    def stream(self, index: int) -> Callable[[], Awaitable[int]]:
+        streamer = self.streamers[index % len(self.streamers)]
+
+        async def one() -> int:
+            return len(await call(streamer, woolly_request(fresh(self.script))))
+
+        return one
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
 async def crowd(s: Servers, plan: Plan) -> Report:
     """`plan.crowd` concurrent uncached streams of ~1 s each: wall time and memory."""
     script = directive(CROWD_CHUNKS, interval_ms=CROWD_INTERVAL_MS)
     runner = AgentRunner(model=scripted_model(), repos_root=REPOS_ROOT)
-    port = s.woolly_ports["memory"]
-    channels = [aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(8)]
+    shipped = _WoollyCrowd(s.woolly_ports["memory"], script)
+    before = _WoollyCrowd(s.woolly_ports["memory, default gc"], script)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     try:
-        streamers: list[Any] = [c.unary_stream(SERVICE + "StreamExecute") for c in channels]
-        for streamer in streamers:
-            await call(streamer, woolly_request(fresh("warm up")))
+        await shipped.warm_up()
+        await before.warm_up()
 
         async def core() -> int:
             request = RunRequest("calculator", AgentType.SUMMARIZER, fresh(script))
             return sum([1 async for _ in runner.stream(request)])
-
-        def woolly(index: int) -> Callable[[], Awaitable[int]]:
-            async def one() -> int:
-                return len(
-                    await call(streamers[index % len(streamers)], woolly_request(fresh(script)))
-                )
-
-            return one
 
         async def fastapi() -> int:
             events, _ = await peer.stream(session, s.peer_url, peer_request(fresh(script)))
@@ -437,15 +456,19 @@ async def crowd(s: Servers, plan: Plan) -> Report:
         core_cpu = sum(process.cpu_times()[:2]) - sum(cpu[:2])
         rows = {
             "agent core in-process, no server": (core_wall, core_events, 0, 0, core_cpu),
-            "woolly StreamExecute": await _crowd(
-                [woolly(i) for i in range(plan.crowd)], CpuClock(s.pids["memory"])
+            "woolly, Python's default GC settings (before)": await _crowd(
+                [before.stream(i) for i in range(plan.crowd)],
+                CpuClock(s.pids["memory, default gc"]),
+            ),
+            "woolly StreamExecute (as shipped)": await _crowd(
+                [shipped.stream(i) for i in range(plan.crowd)], CpuClock(s.pids["memory"])
             ),
             "FastAPI peer SSE": await _crowd([fastapi] * plan.crowd, CpuClock(s.pids["peer"])),
         }
     finally:
         await session.close()
-        for channel in channels:
-            await channel.close()
+        await shipped.close()
+        await before.close()
     lines = "\n".join(
         f"| {name} | {wall:.2f} | {events:,} | {failures} | {grown / 2**20:.1f} | "
         f"{grown / plan.crowd / 1024:.1f} | {cpu_s:.2f} |"
@@ -458,12 +481,13 @@ apart (~1 s of model time); woolly's run limit raised to allow them \
 (`WOOLLY_MAX_CONCURRENT_RUNS`). Woolly's streams go over 8 channels, the peer's over one \
 HTTP/1.1 connection each. RSS growth is the server's peak resident memory during the crowd \
 minus its resident memory before; CPU is the server process's (for the core row: this \
-process's).
+process's). Every process, the benchmark's included, runs with the collector settings \
+`woolly-grpc serve` sets (`tune_gc`), except the row marked "before".
 
 | server | wall s | events | failed | RSS growth MiB | per stream KiB | CPU s |
 |---|---:|---:|---:|---:|---:|---:|
 {lines}"""
-    wall = rows["woolly StreamExecute"][0]
+    wall = rows["woolly StreamExecute (as shipped)"][0]
     return section, [
         Ratio(f"{plan.crowd:,} concurrent 1 s streams, wall seconds", wall, 1.5, True, " s")
     ]

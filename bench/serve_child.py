@@ -1,13 +1,19 @@
 """The real woolly server (local engine, fixture repositories) as a benchmark's child process.
 
 `python -m bench.serve_child --port 0` prints the bound port on stdout, then serves until killed.
-`--cache-url redis://…` picks the result cache's store; `--slow-model-ms N` serves a pydantic-ai
-FunctionModel that waits N ms, then streams a short answer (a stand-in for a remote model).
-`--profile PATH` runs cProfile until SIGTERM and writes its stats there (see `bench.profile`).
-`--scripted` serves `bench.models.scripted_model` (output and timing set by the query; model calls
-counted in `--calls-file`). `--no-grpc-metrics` builds the server without the metrics interceptor
-(bench only, to measure its cost); `--access-log` turns on the per-RPC JSON log line (INFO, on
-stderr). Other settings come from `WOOLLY_*` variables as usual (e.g. `WOOLLY_MAX_CONCURRENT_RUNS`).
+Options:
+
+- `--cache-url redis://…`: the result cache's store;
+- `--scripted`: serve `bench.models.scripted_model` (output and timing set by the query), its
+  model calls counted in `--calls-file`; `--slow-model-ms N`: a model that waits N ms, then
+  streams a short answer;
+- `--default-gc`: keep Python's collector settings (`woolly-grpc serve` tunes them);
+- `--uvloop`: run on uvloop instead of asyncio's own loop;
+- `--profile PATH`: cProfile until SIGTERM, stats written there (see `bench.profile`);
+- `--no-grpc-metrics`: no metrics interceptor (bench only, to measure its cost);
+- `--access-log`: the per-RPC JSON log line (INFO, on stderr).
+
+Other settings come from `WOOLLY_*` variables as usual (e.g. `WOOLLY_MAX_CONCURRENT_RUNS`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from bench.models import scripted_model, slow_model
 from woolly_grpc.config import Settings
 from woolly_grpc.interceptors import build_interceptors
 from woolly_grpc.observability import configure_logging
-from woolly_grpc.server import App, build, start
+from woolly_grpc.server import App, build, start, tune_gc
 
 REPOS_ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "repos"
 
@@ -52,6 +58,7 @@ async def _serve(
     access_log: bool,
     grpc_metrics: bool,
     profile: Path | None,
+    tuned_gc: bool,
 ) -> None:
     settings = Settings(
         repos_root=REPOS_ROOT,
@@ -69,6 +76,8 @@ async def _serve(
         configure_logging(settings)
     app = _build(settings, model, grpc_metrics)
     await start(app)
+    if tuned_gc:
+        tune_gc()  # as `woolly-grpc serve` does
     print(app.port, flush=True)
     if profile is None:
         await app.server.wait_for_termination()
@@ -92,6 +101,7 @@ def main() -> None:
     parser.add_argument("--calls-file", type=Path, help="count the scripted model's calls here")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop, not asyncio's loop")
     parser.add_argument("--profile", type=Path, help="cProfile until SIGTERM, stats to this file")
+    parser.add_argument("--default-gc", action="store_true", help="keep Python's GC thresholds")
     parser.add_argument("--no-grpc-metrics", action="store_true", help="no metrics interceptor")
     parser.add_argument("--access-log", action="store_true", help="log every RPC (JSON, INFO)")
     args = parser.parse_args()
@@ -107,6 +117,7 @@ def main() -> None:
         access_log=args.access_log,
         grpc_metrics=not args.no_grpc_metrics,
         profile=args.profile,
+        tuned_gc=not args.default_gc,
     )
     if args.uvloop:
         import uvloop  # only this option needs it

@@ -5,8 +5,9 @@
 Every server is a child process started here; this process is only the client. Woolly
 (`bench.serve_child --scripted`) and the peer (`bench.peers.fastapi_sse`) serve the same agent
 core and the same scripted test model (`bench.models`), so their difference is the serving layer.
-Woolly runs four ways: memory store; Redis with its in-process copy of hot entries (as shipped);
-Redis without it (before that optimisation); memory store on uvloop. The peer caches in the same
+Woolly runs five ways: memory store; Redis with its in-process copy of hot entries (as shipped);
+Redis without it (before that optimisation); memory store on uvloop; memory store with Python's
+default collector settings (before `tune_gc`). The peer caches in the same
 Redis. Cases, each a table of the report (`bench/cases.py` measures them):
 
 1. cache hits, unary and streamed: sequential p50/p99, then 64 concurrent callers; the server's
@@ -33,6 +34,7 @@ from grpc import aio
 from bench import _common as common
 from bench import cases
 from bench.cases import Plan, Servers
+from woolly_grpc.server import tune_gc
 
 FULL = Plan(rounds=5, calls=100, streams=10, burst_s=0.6, live_streams=8, crowd=1000)
 QUICK = Plan(rounds=2, calls=30, streams=3, burst_s=0.2, live_streams=3, crowd=200)
@@ -51,16 +53,18 @@ async def _start(stack: contextlib.AsyncExitStack) -> Servers:
     calls_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="woolly-bench-")))
     calls = {name: calls_dir / name for name in ("memory", "peer")}
     redis = ("--cache-url", redis_url)
+    crowd_runs = {"WOOLLY_MAX_CONCURRENT_RUNS": CROWD_RUNS}
     servers: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
         "echo": ("bench.baseline_echo", (), {}),
         "memory": (
             WOOLLY,
             ("--scripted", "--calls-file", str(calls["memory"])),
-            {"WOOLLY_MAX_CONCURRENT_RUNS": CROWD_RUNS},
+            crowd_runs,
         ),
         "redis": (WOOLLY, ("--scripted", *redis), {}),
         "redis, no local copy": (WOOLLY, ("--scripted", *redis), {"WOOLLY_CACHE_LOCAL_TTL_S": "0"}),
         "memory, uvloop": (WOOLLY, ("--scripted", "--uvloop"), {}),
+        "memory, default gc": (WOOLLY, ("--scripted", "--default-gc"), crowd_runs),
         "peer": (PEER, (*redis, "--calls-file", str(calls["peer"])), {}),
     }
     async with asyncio.TaskGroup() as group:
@@ -124,6 +128,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (~1 min)")
     parser.add_argument("--write", action="store_true", help="append to docs/performance.md")
     args = parser.parse_args()
+    tune_gc()  # this process is the client (and runs the core alone): as the servers do
     report = asyncio.run(run(QUICK if args.quick else FULL))
     print(report)
     if args.write:

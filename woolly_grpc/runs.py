@@ -349,9 +349,12 @@ class RunManager:
     def _forget_old(self) -> None:
         """Drop the oldest finished runs beyond `keep_local` (the journal still has them)."""
         now = time.monotonic()
-        for run_id, run in list(self._runs.items()):
-            if len(self._runs) < self.keep_local and not run.expired(now):
+        doomed: list[str] = []  # oldest first; usually the oldest is kept and the scan stops
+        for run_id, run in self._runs.items():
+            if len(self._runs) - len(doomed) < self.keep_local and not run.expired(now):
                 break
             # Its readers still need its error status, and its journal may still be writing.
             if run.done and not run.readers and now - (run.ended_at or now) > RECENT_S:
-                del self._runs[run_id]
+                doomed.append(run_id)
+        for run_id in doomed:
+            del self._runs[run_id]

@@ -43,6 +43,7 @@ from sse_starlette import EventSourceResponse
 
 from bench.models import scripted_model
 from woolly_grpc import core
+from woolly_grpc.server import tune_gc
 
 REPOS_ROOT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "repos"
 TTL_S = 3600
@@ -264,6 +265,7 @@ def main() -> None:
         log_level="warning",
     )
     print(sock.getsockname()[1], flush=True)
+    tune_gc()  # the same collector settings as woolly's server: compare serving layers only
     uvicorn.Server(config).run(sockets=[sock])
 
 

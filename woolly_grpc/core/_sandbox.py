@@ -25,9 +25,12 @@ def resolve_repository(repos_root: Path, name: str) -> Path:
     if problem := repository_name_problem(name):
         raise InvalidInput.one("repository_name", problem)
     root = repos_root.resolve()
-    if not is_inside(root, root / name) or (root / name).resolve() == root:
+    try:
+        directory: Path | None = (root / name).resolve()  # resolved once: it runs on every call
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        directory = None
+    if directory is None or directory == root or not directory.is_relative_to(root):
         raise InvalidInput.one("repository_name", "links outside the repositories root")
-    directory = (root / name).resolve()
     if not directory.is_dir():
         raise NotFound("repository", name, hint="the repositories root has no such directory")
     return directory
