@@ -111,7 +111,7 @@ class Bench:
             payload = key_payload(agent_service_pb2.ExecuteRequest.FromString(HIT))
             return key_for(SERVICE + "Execute", payload, "", "local", PROMPT_VERSION)
 
-        entry, n = encode_entry(Entry((self.response,), 0.0)), 5000
+        entry, n = encode_entry(Entry((self.response,), 0.0, 3600.0)), 5000
         decode = timeit.timeit(lambda: decode_entry(entry), number=n)
         return timeit.timeit(key, number=n) / n * 1e6, decode / n * 1e6
 

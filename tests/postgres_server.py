@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -48,9 +47,13 @@ class PostgresServer:
         self.directory = directory
         self.port = free_port()
         self._process: asyncio.subprocess.Process | None = None
-        # Drops root in the child: uid, gid, and no supplementary groups of root's.
-        self._user: dict[str, Any] = (
-            {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
+        # Drops root in the child: uid, gid, and no supplementary groups of root's. setpriv does
+        # it after exec; subprocess's own user=/group= would run Python in a forked copy of this
+        # multi-threaded (grpc) process, which can hang before it ever execs.
+        self._as_user: list[str] = (
+            ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+            if user
+            else []
         )
 
     def url(self, database: str = "postgres") -> str:
@@ -69,6 +72,7 @@ class PostgresServer:
         log = await asyncio.to_thread((self.directory / "postgres.log").open, "ab")
         try:
             self._process = await asyncio.create_subprocess_exec(
+                *self._as_user,
                 self.binaries / "postgres",
                 *("-D", str(data), "-p", str(self.port), "-k", str(self.directory)),
                 *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
@@ -76,7 +80,6 @@ class PostgresServer:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                **self._user,
             )
         finally:
             log.close()
@@ -114,8 +117,11 @@ class PostgresServer:
         deadline = loop.time() + START_TIMEOUT_S
         while not await self._answers():
             if self._process.returncode is not None or loop.time() > deadline:
+                code = self._process.returncode
                 await self.stop()
-                raise RuntimeError(f"postgres did not start on {self.port}:\n{self._log_tail()}")
+                raise RuntimeError(
+                    f"postgres did not start on {self.port} (exit code {code}):\n{self._log_tail()}"
+                )
             await asyncio.sleep(0.05)  # a start-up wait, bounded above; not test synchronisation
 
     async def _answers(self) -> bool:
@@ -134,11 +140,11 @@ class PostgresServer:
 
     async def _run(self, *command: str | Path) -> None:
         process = await asyncio.create_subprocess_exec(
+            *self._as_user,
             *command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            **self._user,
         )
         output, _ = await process.communicate()
         if process.returncode != 0:

@@ -48,25 +48,28 @@ current_tenant: ContextVar[str] = ContextVar("woolly_tenant", default="")
 
 @dataclass(frozen=True)
 class Entry:
-    """A cached call: its serialized responses and when they were produced (Unix time)."""
+    """A cached call: its serialized responses, when produced and until when served (Unix)."""
 
     messages: tuple[bytes, ...]
     created_at: float
+    expires_at: float
 
     def age_s(self, now: float) -> float:
         """Seconds since the entry was produced."""
         return max(0.0, now - self.created_at)
 
 
-_MAGIC = b"WCE1"
-_HEADER = struct.Struct("!4sdII")  # magic, created_at, crc32 of the body, message count
+_MAGIC = b"WCE2"
+_HEADER = struct.Struct("!4sddII")  # magic, created_at, expires_at, crc32 of the body, count
 _LENGTH = struct.Struct("!I")
 
 
 def encode_entry(entry: Entry) -> bytes:
     """Frame an entry; the CRC lets a reader tell garbage from a real entry."""
     body = b"".join(_LENGTH.pack(len(m)) + m for m in entry.messages)
-    header = _HEADER.pack(_MAGIC, entry.created_at, zlib.crc32(body), len(entry.messages))
+    header = _HEADER.pack(
+        _MAGIC, entry.created_at, entry.expires_at, zlib.crc32(body), len(entry.messages)
+    )
     return header + body
 
 
@@ -74,7 +77,7 @@ def decode_entry(raw: bytes) -> Entry | None:
     """The entry framed in `raw`, or None if it is not a well-formed entry."""
     if len(raw) < _HEADER.size:
         return None
-    magic, created_at, crc, count = _HEADER.unpack_from(raw)
+    magic, created_at, expires_at, crc, count = _HEADER.unpack_from(raw)
     body = memoryview(raw)[_HEADER.size :]
     if magic != _MAGIC or zlib.crc32(body) != crc:
         return None
@@ -86,7 +89,7 @@ def decode_entry(raw: bytes) -> Entry | None:
         offset += _LENGTH.size
         messages.append(bytes(body[offset : offset + length]))
         offset += length
-    return Entry(tuple(messages), created_at) if offset == len(body) else None
+    return Entry(tuple(messages), created_at, expires_at) if offset == len(body) else None
 
 
 def key_for(*parts: bytes | str) -> str:
@@ -172,13 +175,15 @@ class ResultCache:
             # Treated as a miss; the fresh result overwrites it.
             self.stats.corrupt += 1
             _log.warning("cache entry %s… is corrupt; recomputing it", key[:12])
-        elif self.local is not None:
-            await self.local.set(key, raw, ttl_s=self.local_ttl_s)
+        elif self.local is not None and (remaining_s := entry.expires_at - self.clock()) > 0:
+            # Never past the entry's own expiry, whatever TTL the writing call gave it.
+            await self.local.set(key, raw, ttl_s=min(self.local_ttl_s, remaining_s))
         return entry
 
     async def put(self, key: str, messages: Sequence[bytes], ttl_s: float) -> None:
         """Store the responses of a successful call (failures are logged and counted)."""
-        raw = encode_entry(Entry(tuple(messages), self.clock()))
+        now = self.clock()
+        raw = encode_entry(Entry(tuple(messages), now, now + ttl_s))
         if self.local is not None:
             await self.local.set(key, raw, ttl_s=min(ttl_s, self.local_ttl_s))
         try:

@@ -104,7 +104,12 @@ class _RedisCache:
     """`redis://`: a pooled client; a failing Redis is logged and the request served uncached."""
 
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        # A blocking pool, as woolly's: past 100 requests in flight redis-py's default pool
+        # raises "Too many connections" instead of queueing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=256, timeout=1.0, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._failing = False
 
     async def get(self, key: str) -> bytes | None:

@@ -300,3 +300,10 @@ async def test_open_store_by_url():
 def test_open_store_rejects_bad_urls(url, message):
     with pytest.raises(ValueError, match=message):
         open_store(url)
+
+
+async def test_redis_more_concurrent_operations_than_connections_wait_their_turn(redis_store):
+    """A burst larger than the connection pool queues for connections instead of failing."""
+    await redis_store.set("shared", b"value", ttl_s=60)
+    answers = await asyncio.gather(*(redis_store.get("shared") for _ in range(500)))
+    assert answers == [b"value"] * 500

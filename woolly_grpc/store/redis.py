@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -19,6 +19,8 @@ from .base import StoreError
 
 DEFAULT_OP_TIMEOUT_S = 0.25
 DEFAULT_COOLDOWN_S = 1.0
+DEFAULT_MAX_CONNECTIONS = 256
+"""Per replica; a subscription (a remote WatchRun) holds one while it lasts."""
 _FAILURES = (RedisError, OSError)
 """What redis.asyncio raises; TimeoutError (asyncio.timeout's too) is an OSError."""
 
@@ -26,13 +28,14 @@ _FAILURES = (RedisError, OSError)
 class RedisStore:
     """A Store in Redis, so that replicas share the result cache, run logs and notifications.
 
-    One connection pool serves every operation, and each operation (connecting included) is
-    bounded by `op_timeout_s`, without retries. After a connection failure or a timeout the
-    store fails fast, raising StoreError without touching the network, for `cooldown_s`: while
-    Redis is down, calls that go on uncached do not each wait for a timeout. The first
-    operation after the cooldown tries Redis again (the others keep failing fast until it
-    answers) and its success closes the breaker. An error *answer* such as WRONGTYPE raises
-    StoreError but leaves the breaker closed: Redis is up.
+    One connection pool serves every operation, and each operation (waiting for a free
+    connection and connecting included) is bounded by `op_timeout_s`, without retries: a burst
+    larger than the pool (`?max_connections=N`, default 256) queues instead of failing. After a
+    connection failure or a timeout the store fails fast, raising StoreError without touching
+    the network, for `cooldown_s`: while Redis is down, calls that go on uncached do not each
+    wait for a timeout. The first operation after the cooldown tries Redis again (the others
+    keep failing fast until it answers) and its success closes the breaker. An error *answer*
+    such as WRONGTYPE raises StoreError but leaves the breaker closed: Redis is up.
 
     Args:
         url: `redis://[[user]:password@]host:port/db` or `rediss://…`; redis-py query options
@@ -67,12 +70,17 @@ class RedisStore:
         self._retry_at: float | None = None
         """While set, operations fail fast until the clock reaches it (the breaker is open)."""
         self._subscriptions: set[_Messages] = set()
-        self._redis = Redis.from_url(
+        # redis-py's default pool raises "Too many connections" past 100 operations in flight,
+        # which would open the breaker under load; this one makes the extra operations wait.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=DEFAULT_MAX_CONNECTIONS,  # the URL's own option wins
+            timeout=op_timeout_s,
             socket_timeout=op_timeout_s,
             socket_connect_timeout=op_timeout_s,
             retry=Retry(NoBackoff(), 0),  # the breaker and the caller's fallback handle failures
         )
+        self._redis = Redis.from_pool(pool)
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r})"
