@@ -418,11 +418,12 @@ class _WoollyCrowd:
         for streamer in self.streamers:
             await call(streamer, woolly_request(fresh("warm up")))
 
-    def stream(self, index: int) -> Callable[[], Awaitable[int]]:
+    def stream(self, index: int, query: str = "") -> Callable[[], Awaitable[int]]:
+        """A fresh run, or a stream of `query` (the same query coalesces onto one run)."""
         streamer = self.streamers[index % len(self.streamers)]
 
         async def one() -> int:
-            return len(await call(streamer, woolly_request(fresh(self.script))))
+            return len(await call(streamer, woolly_request(query or fresh(self.script))))
 
         return one
 
@@ -450,6 +451,7 @@ async def crowd(s: Servers, plan: Plan) -> Report:
             events, _ = await peer.stream(session, s.peer_url, peer_request(fresh(script)))
             return len(events)
 
+        shared = fresh(script)
         process = psutil.Process()
         cpu = process.cpu_times()
         core_wall, core_events, _, _, _ = await _crowd([core] * plan.crowd, None)
@@ -462,6 +464,10 @@ async def crowd(s: Servers, plan: Plan) -> Report:
             ),
             "woolly StreamExecute (as shipped)": await _crowd(
                 [shipped.stream(i) for i in range(plan.crowd)], CpuClock(s.pids["memory"])
+            ),
+            "woolly, one identical query (one run, the rest coalesced)": await _crowd(
+                [shipped.stream(i, shared) for i in range(plan.crowd)],
+                CpuClock(s.pids["memory"]),
             ),
             "FastAPI peer SSE": await _crowd([fastapi] * plan.crowd, CpuClock(s.pids["peer"])),
         }
