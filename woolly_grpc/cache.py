@@ -14,8 +14,10 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from prometheus_client import Counter
 
 from . import convert
 from ._gen.woolly.v1 import agent_pb2
@@ -37,6 +39,8 @@ class CallCache:
     policy: agent_pb2.CachePolicy.ValueType
     ttl_s: float
     outcome: Outcome = "miss"
+    sent: list[bytes] = field(default_factory=list)
+    """The messages a streaming call has sent so far, as bytes (what a miss stores)."""
 
 
 current_call: ContextVar[CallCache | None] = ContextVar("woolly_cache_call", default=None)
@@ -149,6 +153,8 @@ class ResultCache:
         self.clock = clock
         self.stats = CacheStats()
         self._failing = False
+        self._hits: dict[str, Counter] = {}
+        self._misses: dict[str, Counter] = {}
 
     def key(self, scope: str, payload: bytes, extras: bytes = b"") -> str:
         """The key of a request: scope (method or step), payload, tenant, model, prompt version.
@@ -197,10 +203,15 @@ class ResultCache:
         """Count a call's outcome under its agent label."""
         if outcome == "hit":
             self.stats.hits += 1
-            self.metrics.cache_hits.labels(label).inc()
+            counters, family = self._hits, self.metrics.cache_hits
         elif outcome in ("miss", "coalesced"):
             self.stats.misses += 1
-            self.metrics.cache_misses.labels(label).inc()
+            counters, family = self._misses, self.metrics.cache_misses
+        else:
+            return
+        if (counter := counters.get(label)) is None:  # labels() locks: once per label
+            counter = counters[label] = family.labels(label)
+        counter.inc()
 
     def _failed(self, operation: str, exc: StoreError) -> None:
         self.stats.errors += 1

@@ -12,7 +12,6 @@ or saved agent is NOT_FOUND (so that its existence is not revealed).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
@@ -26,7 +25,7 @@ from grpc import aio
 
 from woolly_grpc.cache import current_tenant
 
-from ._handlers import Context, Handler, Next, wrap_handler
+from ._handlers import Context, Handler, Next, WrappedHandlers, wrap_handler
 
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """Method prefixes any caller may use without a key."""
@@ -112,6 +111,7 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     def __init__(self, keys: ApiKeys) -> None:
         self.keys = keys
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -122,8 +122,19 @@ class AuthInterceptor(aio.ServerInterceptor):
         handler: Handler | None = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_METHODS):
             return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
-        tenant, refusal = self._identify(handler_call_details.invocation_metadata or ())
-        return wrap_handler(handler, functools.partial(_guard, tenant, refusal))
+        return self._wrapped.get(handler_call_details.method, handler, self._wrap)
+
+    def _wrap(self, handler: Handler) -> Handler:
+        return wrap_handler(handler, self._guard)
+
+    async def _guard(self, request: Any, context: Context, call_next: Next) -> Any:
+        tenant, refusal = self._identify(context.invocation_metadata() or ())
+        if refusal:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+        # Set inside the call's own behaviour, so that it holds exactly for this call's handler
+        # (and the run tasks it starts), whatever task grpc ran intercept_service in.
+        current_tenant.set(tenant)
+        return await call_next(request, context)
 
     def _identify(self, metadata: Iterable[tuple[str, str | bytes]]) -> tuple[str, str]:
         """(tenant, "") for a known key, else ("", why the call is refused)."""
@@ -135,12 +146,3 @@ class AuthInterceptor(aio.ServerInterceptor):
             return "", _MALFORMED
         tenant = self.keys.tenant_of(key.strip())
         return (tenant, "") if tenant is not None else ("", _UNKNOWN)
-
-
-async def _guard(tenant: str, refusal: str, request: Any, context: Context, call_next: Next) -> Any:
-    if refusal:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
-    # Set inside the call's own behaviour, so that it holds exactly for this call's handler
-    # (and the run tasks it starts), whatever task grpc ran intercept_service in.
-    current_tenant.set(tenant)
-    return await call_next(request, context)

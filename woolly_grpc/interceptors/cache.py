@@ -21,7 +21,14 @@ from woolly_grpc.cache import CallCache, Entry, ResultCache, current_call
 from woolly_grpc.core import FieldViolation, InvalidInput
 from woolly_grpc.errors import abort, to_status
 
-from ._handlers import Context, Handler, Next, passthrough_serializer, wrap_handler
+from ._handlers import (
+    Context,
+    Handler,
+    Next,
+    WrappedHandlers,
+    passthrough_serializer,
+    wrap_handler,
+)
 
 CACHE_TRAILER = "woolly-cache"
 AGE_TRAILER = "woolly-cache-age-s"
@@ -64,6 +71,7 @@ class CacheInterceptor(aio.ServerInterceptor):
     def __init__(self, cache: ResultCache, key_extras: KeyExtras | None = None) -> None:
         self.cache = cache
         self.key_extras = key_extras
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -76,16 +84,17 @@ class CacheInterceptor(aio.ServerInterceptor):
         label_of = CACHED_METHODS.get(method)
         if handler is None or label_of is None or handler.request_streaming:
             return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
-        recorded: list[bytes] = []
-        serve = functools.partial(self._serve, method, label_of, handler, recorded)
-        return wrap_handler(handler, serve, on_serialized=recorded.append)
+        return self._wrapped.get(method, handler, functools.partial(self._wrap, method, label_of))
+
+    def _wrap(self, method: str, label_of: Callable[[Any], str], handler: Handler) -> Handler:
+        serve = functools.partial(self._serve, method, label_of, handler)
+        return wrap_handler(handler, serve, on_serialized=_record_sent)
 
     async def _serve(
         self,
         method: str,
         label_of: Callable[[Any], str],
         handler: Handler,
-        recorded: list[bytes],
         request: Any,
         context: Context,
         call_next: Next,
@@ -122,7 +131,7 @@ class CacheInterceptor(aio.ServerInterceptor):
         response = await call_next(request, context)
         context.set_trailing_metadata(((CACHE_TRAILER, call.outcome),))
         if handler.response_streaming:
-            marked = _marked_cached(recorded, streaming=True)
+            marked = _marked_cached(call.sent, streaming=True)
             if marked and _ends_with_result(marked[-1]):  # never store a stream cut short
                 await self.cache.put(call.key, marked, call.ttl_s)
             return None
@@ -140,6 +149,12 @@ class CacheInterceptor(aio.ServerInterceptor):
         return None
 
 
+def _record_sent(raw: bytes) -> None:
+    # Serializers run in the call's own task, where the cache set its CallCache.
+    if (call := current_call.get()) is not None:
+        call.sent.append(raw)
+
+
 def key_payload(request: Message) -> bytes:
     """The request as its cache key sees it: options do not change what is asked."""
     copy = type(request)()
@@ -154,6 +169,8 @@ _MAX_DURATION_S = 315_576_000_000
 
 async def _ttl_s(options: agent_pb2.RunOptions, default: float, context: Context) -> float:
     """The TTL to store with; INVALID_ARGUMENT for a negative or malformed duration option."""
+    if not (options.HasField("cache_ttl") or options.HasField("cache_max_age")):
+        return default  # the usual call: nothing to check
     problems = {
         field: problem
         for field in ("cache_ttl", "cache_max_age")
@@ -176,6 +193,8 @@ def _duration_problem(value: duration_pb2.Duration) -> str | None:
 
 
 def _young_enough(entry: Entry, options: agent_pb2.RunOptions, now: float) -> bool:
+    if not options.HasField("cache_max_age"):
+        return True
     max_age = options.cache_max_age.ToTimedelta().total_seconds()
     return max_age <= 0 or entry.age_s(now) <= max_age
 

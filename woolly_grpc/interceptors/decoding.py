@@ -18,7 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
-from ._handlers import Context, Deserializer, Handler, Next, wrap_handler
+from ._handlers import Context, Deserializer, Handler, Next, WrappedHandlers, wrap_handler
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class _Undecodable:
 class DecodingInterceptor(aio.ServerInterceptor):
     """Ends calls whose request payload does not parse with INVALID_ARGUMENT."""
 
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
@@ -40,8 +43,13 @@ class DecodingInterceptor(aio.ServerInterceptor):
         handler: Handler | None = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
-        check = _check_each if handler.request_streaming else _check
-        return wrap_handler(handler, check, deserializer=_tolerant(handler.request_deserializer))
+        return self._wrapped.get(handler_call_details.method, handler, _wrap)
+
+
+def _wrap(handler: Handler) -> Handler:
+    assert handler.request_deserializer is not None
+    check = _check_each if handler.request_streaming else _check
+    return wrap_handler(handler, check, deserializer=_tolerant(handler.request_deserializer))
 
 
 def _tolerant(deserializer: Deserializer) -> Deserializer:

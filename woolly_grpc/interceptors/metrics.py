@@ -24,7 +24,7 @@ from woolly_grpc.cache import current_call, current_tenant
 from woolly_grpc.observability import GO_CODE_NAMES, Metrics
 from woolly_grpc.runs import current_run_id
 
-from ._handlers import Context, Handler, Next, grpc_type, wrap_handler
+from ._handlers import Context, Handler, Next, WrappedHandlers, grpc_type, wrap_handler
 
 ACCESS_LOGGER = "woolly_grpc.access"
 _log = logging.getLogger(ACCESS_LOGGER)
@@ -79,6 +79,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._methods: dict[str, _Method] = {}
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -90,12 +91,14 @@ class MetricsInterceptor(aio.ServerInterceptor):
         if handler is None:
             # Not counted: the method name comes from the caller, and labels must stay bounded.
             return handler  # type: ignore[return-value]
-        method = self._methods.get(handler_call_details.method)
-        if method is None:
-            method = self._method(handler_call_details.method, handler)
+        name = handler_call_details.method
+        return self._wrapped.get(name, handler, functools.partial(self._wrap, name))
+
+    def _wrap(self, name: str, handler: Handler) -> Handler:
+        method = self._methods.get(name) or self._method(name, handler)
         return wrap_handler(
             handler,
-            functools.partial(self._observe, method, handler_call_details.method),
+            functools.partial(self._observe, method, name),
             on_serialized=method.count_sent,
             on_deserialized=method.count_received,
         )
