@@ -544,8 +544,22 @@ def _tally(outcomes: list[str]) -> str:
 # ---------------------------------------------------------------- 5. Redis round trips
 
 
+async def _processed(client: redis_asyncio.Redis) -> int:
+    return int((await client.info("stats"))["total_commands_processed"])
+
+
+async def _quiet(client: redis_asyncio.Redis) -> None:
+    """Wait (up to 5 s) until Redis hears nothing but us: earlier cases may still be writing."""
+    for _ in range(25):
+        before = await _processed(client)
+        await asyncio.sleep(0.2)  # a measurement window, bench only
+        if await _processed(client) - before == 1:  # our own INFO
+            return
+
+
 async def _commands(client: redis_asyncio.Redis, action: Callable[[], Awaitable[object]]) -> int:
     """Redis commands an action caused (its last asynchronous writes included)."""
+    await _quiet(client)
     info = await client.info("stats")
     await action()
     await asyncio.sleep(0.3)  # let batched log writes and the final record land (bench only)

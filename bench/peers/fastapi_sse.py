@@ -107,7 +107,7 @@ class _RedisCache:
         # A blocking pool, as woolly's: past 100 requests in flight redis-py's default pool
         # raises "Too many connections" instead of queueing.
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=256, timeout=1.0, socket_timeout=1.0, socket_connect_timeout=1.0
+            url, max_connections=1024, timeout=1.0, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self._redis = aioredis.Redis.from_pool(pool)
         self._failing = False
