@@ -174,5 +174,5 @@ def append_to_doc(report: str, intro: str) -> None:
     if not DOC.exists():
         DOC.write_text(intro)
     with DOC.open("a") as doc:
-        doc.write("\n" + report)
+        doc.write("\n" + report.rstrip("\n") + "\n")
     print(f"appended to {DOC.relative_to(ROOT)}")
