@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -392,13 +393,22 @@ async def _redis_gets(redis_server: RedisServer) -> int:
     return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
+@contextlib.asynccontextmanager
+async def _two_replicas(
+    settings: Settings, redis_server: RedisServer, local_ttl_s: float
+) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
+    """Two servers on one (emptied) Redis, each keeping hot entries for `local_ttl_s`."""
+    await redis_server.flush()
+    update = {"cache_url": redis_server.url, "cache_local_ttl_s": local_ttl_s}
+    shared = settings.model_copy(update=update)
+    async with running_server(shared) as first, running_server(shared) as second:
+        yield first, second
+
+
 async def test_hot_entries_are_answered_without_a_redis_round_trip(
     settings: Settings, redis_server: RedisServer
 ) -> None:
-    await redis_server.flush()
-    update = {"cache_url": redis_server.url, "cache_local_ttl_s": 60.0}
-    shared = settings.model_copy(update=update)
-    async with running_server(shared) as first, running_server(shared) as second:
+    async with _two_replicas(settings, redis_server, 60.0) as (first, second):
         produced, _ = await execute(first, execute_request("hot"))
         await execute(second, execute_request("hot"))  # the second replica reads Redis once
         gets = await _redis_gets(redis_server)
@@ -417,10 +427,7 @@ async def test_hot_entries_are_answered_without_a_redis_round_trip(
 async def test_a_refresh_elsewhere_shows_up_once_the_local_copy_expires(
     settings: Settings, redis_server: RedisServer
 ) -> None:
-    await redis_server.flush()
-    update = {"cache_url": redis_server.url, "cache_local_ttl_s": 0.05}
-    shared = settings.model_copy(update=update)
-    async with running_server(shared) as first, running_server(shared) as second:
+    async with _two_replicas(settings, redis_server, 0.05) as (first, second):
         await execute(first, execute_request("refreshed elsewhere"))
         await execute(second, execute_request("refreshed elsewhere"))
         refreshed, _ = await execute(

@@ -71,7 +71,7 @@ class LocalRun:
         )
         record.start_time.GetCurrentTime()
         run = cls(record=record, request=request)
-        run.unflushed.set()  # the journal writes the RUNNING record at once
+        run.unflushed.set()  # the journal writes the record with the run's first events
         return run
 
     @property

@@ -161,7 +161,8 @@ class ResultCache:
 
         `extras` is whatever else the answer depends on (saved agents' revisions).
         """
-        parts = (scope, payload, current_tenant.get(), self.model, PROMPT_VERSION)
+        # The entry format is in the key: replicas of two versions never read each other's.
+        parts = (scope, payload, current_tenant.get(), self.model, PROMPT_VERSION, _MAGIC)
         return key_for(*parts, extras) if extras else key_for(*parts)
 
     async def get(self, key: str) -> Entry | None:

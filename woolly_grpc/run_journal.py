@@ -111,7 +111,8 @@ class RunJournal:
         written, failures = 0, 0
         while True:
             await wake.wait()
-            # The first write goes out at once: other replicas must know the run from its start.
+            # The first write (record and first events) does not linger: other replicas must
+            # know the run as soon as its caller does.
             if written and self.linger_s and not ended():
                 await asyncio.sleep(self.linger_s)  # let a burst of tokens share one append
             wake.clear()

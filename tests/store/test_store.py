@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -307,3 +308,15 @@ async def test_redis_more_concurrent_operations_than_connections_wait_their_turn
     await redis_store.set("shared", b"value", ttl_s=60)
     answers = await asyncio.gather(*(redis_store.get("shared") for _ in range(500)))
     assert answers == [b"value"] * 500
+
+
+async def test_redis_subscriptions_never_take_the_connections_operations_need(redis_server):
+    store = RedisStore(f"{redis_server.url}?max_connections=2", op_timeout_s=2.0)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for index in range(4):  # twice the pool: each holds a connection while it lasts
+                await stack.enter_async_context(store.subscribe(f"watch-{index}"))
+            await store.set("still", b"served", ttl_s=60)
+            assert await store.get("still") == b"served"
+    finally:
+        await store.close()

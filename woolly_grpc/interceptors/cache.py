@@ -128,10 +128,15 @@ class CacheInterceptor(aio.ServerInterceptor):
                 "no cached result for this request (cache_policy CACHE_POLICY_ONLY_IF_CACHED)",
             )
         self.cache.count("miss", label)
-        response = await call_next(request, context)
+        try:
+            response = await call_next(request, context)
+            sent = call.sent
+        finally:
+            # The run's task keeps this CallCache (its context copied it): not these messages.
+            call.sent = []
         context.set_trailing_metadata(((CACHE_TRAILER, call.outcome),))
         if handler.response_streaming:
-            marked = _marked_cached(call.sent, streaming=True)
+            marked = _marked_cached(sent, streaming=True)
             if marked and _ends_with_result(marked[-1]):  # never store a stream cut short
                 await self.cache.put(call.key, marked, call.ttl_s)
             return None

@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
@@ -20,7 +20,9 @@ from .base import StoreError
 DEFAULT_OP_TIMEOUT_S = 0.25
 DEFAULT_COOLDOWN_S = 1.0
 DEFAULT_MAX_CONNECTIONS = 256
-"""Per replica; a subscription (a remote WatchRun) holds one while it lasts."""
+"""Connections per replica for operations (subscriptions have their own)."""
+_MAX_SUBSCRIPTIONS = 10_000
+"""Redis' own default client limit: one per remote WatchRun, plus the control channel."""
 _FAILURES = (RedisError, OSError)
 """What redis.asyncio raises; TimeoutError (asyncio.timeout's too) is an OSError."""
 
@@ -81,6 +83,15 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),  # the breaker and the caller's fallback handle failures
         )
         self._redis = Redis.from_pool(pool)
+        # Each subscription holds a connection while it lasts: they get a client of their own,
+        # so that many remote watchers never leave the operations waiting for a connection.
+        self._subscriber = Redis.from_url(
+            _without_option(url, "max_connections"),  # that bound is the operations' pool's
+            max_connections=_MAX_SUBSCRIPTIONS,
+            socket_timeout=op_timeout_s,
+            socket_connect_timeout=op_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r})"
@@ -127,7 +138,7 @@ class RedisStore:
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """SUBSCRIBE on a connection of its own, closed (so unsubscribed) when the block exits."""
-        pubsub = self._redis.pubsub()
+        pubsub = self._subscriber.pubsub()
         messages = _Messages(self, pubsub)
         self._subscriptions.add(messages)
         try:
@@ -157,6 +168,7 @@ class RedisStore:
         try:
             async with asyncio.timeout(self._op_timeout_s):
                 await self._redis.aclose()
+                await self._subscriber.aclose()
         except _FAILURES as exc:
             raise self._error("close", exc) from exc
 
@@ -227,3 +239,9 @@ class _Messages:
 
 def _ms(ttl_s: float) -> int:
     return max(1, round(ttl_s * 1000))
+
+
+def _without_option(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != name]
+    return parts._replace(query=urlencode(query)).geturl()
