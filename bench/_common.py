@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import datetime as dt
 import os
 import platform
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -64,6 +66,17 @@ async def spawn_named(
     finally:
         if started:  # also when it failed to serve: the caller stops it
             children[name] = started[0]
+
+
+async def profile_until_sigterm(stats_file: Path) -> None:
+    """cProfile this process (a child server) until SIGTERM, then write the stats for pstats."""
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await stopped.wait()
+    profiler.disable()
+    profiler.dump_stats(stats_file)
 
 
 async def stop(proc: Child) -> None:

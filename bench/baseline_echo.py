@@ -13,9 +13,12 @@ import argparse
 import asyncio
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from grpc import aio
+
+from bench._common import profile_until_sigterm
 
 SERVICE = "bench.Echo"
 UNARY = f"/{SERVICE}/Unary"
@@ -52,19 +55,24 @@ def _handler() -> grpc.GenericRpcHandler:
     )
 
 
-async def _serve(port: int) -> None:
+async def _serve(port: int, profile: Path | None) -> None:
     server = aio.server()
     server.add_generic_rpc_handlers((_handler(),))
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(bound, flush=True)
-    await server.wait_for_termination()
+    if profile is None:
+        await server.wait_for_termination()
+    else:
+        await profile_until_sigterm(profile)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    asyncio.run(_serve(parser.parse_args().port))
+    parser.add_argument("--profile", type=Path, help="cProfile until SIGTERM, stats to this file")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.port, args.profile))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Where a woolly server's time goes, under one workload: cProfile in the server, summed by layer.
 
-    python -m bench.profile {hits,live,crowd} [--seconds S] [--top N]
+    python -m bench.profile {hits,live,crowd,echo} [--seconds S] [--top N]
 
-Starts `bench.serve_child --scripted --profile …`, drives it for S seconds from this process,
+Starts `bench.serve_child --scripted --profile …` (for `echo`, the bare grpc.aio echo server,
+`bench.baseline_echo --profile …`), drives it for S seconds from this process,
 stops it, and prints the server's own CPU time by layer (woolly, pydantic-ai, grpc, protobuf,
 asyncio, …) and its top functions by own time. cProfile slows Python code roughly 2x, C code
 not at all, so shares are a guide, not a measurement; `bench.suite` measures.
 
 - `hits`: 16 callers repeating one cached Execute;
 - `live`: 4 callers each streaming fresh (uncached) runs of 200 chunks;
-- `crowd`: 200 fresh runs at once, 11 chunks 10 ms apart, over and over.
+- `crowd`: 200 fresh runs at once, 11 chunks 10 ms apart, over and over;
+- `echo`: 16 callers of the bare echo, as large as a cached ExecuteResponse (the floor of `hits`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from grpc import aio
 
 from bench import _common as common
+from bench.baseline_echo import UNARY
 from bench.cases import SERVICE, fresh, woolly_request
 from bench.models import directive
 
@@ -39,7 +42,9 @@ LAYERS = (
     ("prometheus_client/", "prometheus-client"),
     ("redis/", "redis-py"),
 )
-WORKLOADS = {"hits": (16, ""), "live": (4, directive(200)), "crowd": (200, "")}
+WORKLOADS = {"hits": (16, ""), "live": (4, directive(200)), "crowd": (200, ""), "echo": (16, "")}
+ECHO_BYTES = 2092
+"""A cached ExecuteResponse of the scripted model."""
 
 
 def _layer(filename: str, function: str) -> str:
@@ -56,14 +61,18 @@ async def _drive(port: int, workload: str, seconds: float) -> int:
     async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         execute: Any = channel.unary_unary(SERVICE + "Execute")
         stream: Any = channel.unary_stream(SERVICE + "StreamExecute")
-        await common.call(execute, woolly_request("profile me"))
+        echo: Any = channel.unary_unary(UNARY)
+        if workload != "echo":
+            await common.call(execute, woolly_request("profile me"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
 
         async def caller() -> int:
             done = 0
             while loop.time() < deadline:
-                if workload == "hits":
+                if workload == "echo":
+                    await echo(b"x" * ECHO_BYTES, timeout=60)
+                elif workload == "hits":
                     await execute(woolly_request("profile me"), timeout=60)
                 elif workload == "live":
                     await common.call(stream, woolly_request(fresh(script)))
@@ -82,9 +91,11 @@ async def profile(workload: str, seconds: float) -> tuple[pstats.Stats, int]:
         stats_file = Path(directory) / "server.pstats"
         children: list[common.Child] = []
         try:
-            port = await common.spawn(
-                "bench.serve_child", children, "--scripted", "--profile", str(stats_file)
-            )
+            profiled = ("--profile", str(stats_file))
+            if workload == "echo":
+                port = await common.spawn("bench.baseline_echo", children, *profiled)
+            else:
+                port = await common.spawn("bench.serve_child", children, "--scripted", *profiled)
             calls = await _drive(port, workload, seconds)
         finally:
             await asyncio.gather(*(common.stop(child) for child in children))

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from unittest import mock
 
 from pydantic_ai.models import Model
 
+from bench._common import profile_until_sigterm
 from bench.models import scripted_model, slow_model
 from woolly_grpc.config import Settings
 from woolly_grpc.interceptors import build_interceptors
@@ -82,14 +81,7 @@ async def _serve(
     if profile is None:
         await app.server.wait_for_termination()
         return
-    # Profile everything this process does until SIGTERM, then write the stats for pstats.
-    stopped = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    await stopped.wait()
-    profiler.disable()
-    profiler.dump_stats(profile)
+    await profile_until_sigterm(profile)
 
 
 def main() -> None:
