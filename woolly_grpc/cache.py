@@ -121,7 +121,7 @@ class ResultCache:
     A shared (Redis) store can be fronted by `local`, an in-process copy of the entries this
     replica read or wrote in the last `local_ttl_s` seconds: a hot key then costs no round trip.
     Entries under one key only change when a REFRESH call rewrites them, so the copy can be at
-    most `local_ttl_s` behind another replica's rewrite (or the store's expiry).
+    most `local_ttl_s` behind another replica's rewrite; it never outlives the entry itself.
 
     Args:
         store: Where entries live (`memory://` or Redis).
@@ -159,9 +159,9 @@ class ResultCache:
     def key(self, scope: str, payload: bytes, extras: bytes = b"") -> str:
         """The key of a request: scope (method or step), payload, tenant, model, prompt version.
 
-        `extras` is whatever else the answer depends on (saved agents' revisions).
+        `extras` is whatever else the answer depends on (saved agents' revisions). The entry
+        format is in the key too, so replicas of two versions never read each other's entries.
         """
-        # The entry format is in the key: replicas of two versions never read each other's.
         parts = (scope, payload, current_tenant.get(), self.model, PROMPT_VERSION, _MAGIC)
         return key_for(*parts, extras) if extras else key_for(*parts)
 
