@@ -8,7 +8,7 @@ core and the same scripted test model (`bench.models`), so their difference is t
 Woolly runs five ways: memory store; Redis with its in-process copy of hot entries (as shipped);
 Redis without it (before that optimisation); memory store on uvloop; memory store with Python's
 default collector settings (before `tune_gc`). The peer caches in the same
-Redis. Cases, each a table of the report (`bench/cases.py` measures them):
+Redis. Cases, each a table of the report (`bench/cases/` measures them):
 
 1. cache hits, unary and streamed: sequential p50/p99, then 64 concurrent callers; the server's
    CPU per call, from its own process times;
