@@ -88,7 +88,9 @@ class CacheInterceptor(aio.ServerInterceptor):
 
     def _wrap(self, method: str, label_of: Callable[[Any], str], handler: Handler) -> Handler:
         serve = functools.partial(self._serve, method, label_of, handler)
-        return wrap_handler(handler, serve, on_serialized=_record_sent)
+        # Only a stream's messages are recorded; a unary miss stores the response it returns.
+        record = _record_sent if handler.response_streaming else None
+        return wrap_handler(handler, serve, on_serialized=record)
 
     async def _serve(
         self,
