@@ -92,7 +92,7 @@ async def stop(proc: Child) -> None:
 
 async def start_redis(stack: contextlib.AsyncExitStack) -> str:
     """A redis-server without persistence on a free loopback port, stopped with `stack`; its URL."""
-    from tests.redis_server import REDIS_SERVER, RedisServer
+    from tests.support.redis_server import REDIS_SERVER, RedisServer
 
     if REDIS_SERVER is None:
         raise SystemExit("needs redis-server on PATH (`make install`)")

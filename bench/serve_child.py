@@ -9,7 +9,7 @@ Options:
   streams a short answer;
 - `--default-gc`: keep Python's collector settings (`woolly-grpc serve` tunes them);
 - `--uvloop`: run on uvloop instead of asyncio's own loop;
-- `--profile PATH`: cProfile until SIGTERM, stats written there (see `bench.profile`);
+- `--profile PATH`: cProfile until SIGTERM, stats written there (see `bench.studies.profile`);
 - `--no-grpc-metrics`: no metrics interceptor (bench only, to measure its cost);
 - `--access-log`: the per-RPC JSON log line (INFO, on stderr).
 

@@ -62,7 +62,7 @@ async def _start(stack: contextlib.AsyncExitStack) -> Servers:
             crowd_runs,
         ),
         "redis": (WOOLLY, ("--scripted", *redis), {}),
-        "redis, no local copy": (WOOLLY, ("--scripted", *redis), {"WOOLLY_CACHE_LOCAL_TTL_S": "0"}),
+        "redis, no hot copy": (WOOLLY, ("--scripted", *redis), {"WOOLLY_CACHE_HOT_TTL_S": "0"}),
         "memory, uvloop": (WOOLLY, ("--scripted", "--uvloop"), {}),
         "memory, default gc": (WOOLLY, ("--scripted", "--default-gc"), crowd_runs),
         "peer": (PEER, (*redis, "--calls-file", str(calls["peer"])), {}),

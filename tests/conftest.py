@@ -7,7 +7,7 @@ import pydantic_ai.models
 import pytest
 import pytest_asyncio
 
-from tests.redis_server import RedisServer, running_redis
+from tests.support.redis_server import RedisServer, running_redis
 from woolly_grpc.config import Settings
 from woolly_grpc.testing import RunningServer, running_server
 
@@ -34,7 +34,7 @@ def settings(repos_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Sett
         orphan_grace_s=0,
         database_url=f"sqlite:///{database}",
         metrics_port=0,
-        cache_local_ttl_s=0,
+        cache_hot_ttl_s=0,
     )
 
 

@@ -16,8 +16,8 @@ from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from tests.helpers import details, health_stub, type_value
+from woolly_grpc import calls
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
-from woolly_grpc.cache import current_tenant
 from woolly_grpc.config import Settings
 from woolly_grpc.interceptors.auth import ApiKeys, ApiKeysError, bare_key_tenant
 from woolly_grpc.interceptors.metrics import ACCESS_LOGGER
@@ -230,4 +230,5 @@ def test_bad_keys_stop_start_up_without_quoting_them(settings: Settings) -> None
 async def test_without_keys_everyone_is_the_empty_tenant(server: RunningServer) -> None:
     response = await server.stub.Execute(execute_request("open server"), metadata=BOB, timeout=30)
     run = await server.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=response.run_id))
-    assert run.run.tenant == "" == current_tenant.get()
+    assert run.run.tenant == ""
+    assert calls.peek() is None, "the call's state stays in the server, never in this task"

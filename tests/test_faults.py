@@ -15,9 +15,9 @@ from pydantic_ai.messages import ModelMessage, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from tests.helpers import assert_eventually, details, free_port, read, read_rest, type_value
-from tests.mcp_server import code_tools_server
-from tests.postgres_server import running_postgres
-from tests.redis_server import running_redis
+from tests.support.mcp_server import code_tools_server
+from tests.support.postgres_server import running_postgres
+from tests.support.redis_server import running_redis
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.testing import RunningServer, running_server

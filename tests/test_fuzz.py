@@ -33,7 +33,7 @@ from tests.helpers import details, health_stub, violations
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.core import REPOSITORY_TOOLSET
-from woolly_grpc.saved_agents import OUTPUT_ONLY_FIELDS, WRITABLE_FIELDS
+from woolly_grpc.saved_agents.rules import OUTPUT_ONLY_FIELDS, WRITABLE_FIELDS
 from woolly_grpc.testing import RunningServer, running_server
 
 SCALE = float(os.environ.get("FUZZ_EXAMPLES", "1"))

@@ -8,8 +8,9 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 
 from tests.helpers import health_stub
+from woolly_grpc.api import SERVICE_NAME
 from woolly_grpc.config import Settings
-from woolly_grpc.server import SERVICE_NAME, build, start, stop
+from woolly_grpc.server import build, start, stop
 from woolly_grpc.testing import RunningServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

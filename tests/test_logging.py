@@ -18,7 +18,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 
 from tests.helpers import health_stub, type_value
-from tests.test_cli import CLI
+from tests.support.cli import CLI
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.interceptors.metrics import ACCESS_LOGGER

@@ -9,7 +9,7 @@ import pytest
 from grpc import aio
 
 from tests.helpers import details, event_kinds, type_value
-from tests.mcp_server import code_tools_server
+from tests.support.mcp_server import code_tools_server
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.testing import running_server

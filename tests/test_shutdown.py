@@ -88,7 +88,7 @@ async def test_runs_still_going_after_the_grace_are_cancelled_as_shutdown(
             await read_rest(call)
     assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     assert model_cancelled.is_set()
-    run = await app.runs.get(run_id)
+    run = await app.runs.get(run_id, tenant="")
     assert run.status == run_pb2.RUN_STATUS_CANCELLED
     assert run.cancel_reason == run_pb2.CANCEL_REASON_SHUTDOWN
     assert run.partial_content == "started. "

@@ -15,7 +15,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 
 from tests.helpers import assert_eventually, free_port, health_stub, read, read_rest, type_value
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.config import Settings
@@ -32,11 +32,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 async def serving_process(
     tmp_path: Path, *options: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`tests.slow_server` running `server.serve` on a free port, and its address."""
+    """`tests.support.slow_server` running `server.serve` on a free port, and its address."""
     port = free_port()
     target = f"127.0.0.1:{port}"
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "tests.slow_server", "--port", str(port)),
+        *(sys.executable, "-m", "tests.support.slow_server", "--port", str(port)),
         *("--database-url", f"sqlite:///{tmp_path / 'woolly.db'}", *options),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -6,9 +6,9 @@ import socket
 import uuid
 
 from tests.helpers import assert_eventually, type_value
-from tests.mcp_server import code_tools_server
-from tests.redis_server import running_redis
-from tests.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.mcp_server import code_tools_server
+from tests.support.redis_server import running_redis
 from woolly_grpc import __version__
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc.config import Settings

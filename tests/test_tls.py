@@ -9,8 +9,8 @@ import pytest
 from grpc import aio
 from pydantic import SecretStr
 
-from tests.certs import Certificates, make_certificates
-from tests.test_cli import run_cli
+from tests.support.certs import Certificates, make_certificates
+from tests.support.cli import run_cli
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.client import WoollyClient

@@ -35,11 +35,12 @@ class Settings(BaseSettings):
     """False turns the result cache off for every call (runs still use `cache_url`)."""
     cache_ttl_s: float = Field(3600.0, gt=0)
     """How long a cached result lives when the call does not say (`options.cache_ttl`)."""
-    cache_local_ttl_s: float = Field(1.0, ge=0)
-    """With a Redis cache: how long this replica keeps the entries it read or wrote in memory,
-    so hot keys skip the round trip (a REFRESH elsewhere shows here at most this late); 0 = off."""
-    cache_local_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
-    """Bound on that in-memory copy; least recently used entries go first."""
+    cache_hot_ttl_s: float = Field(1.0, ge=0)
+    """With a Redis cache: how long this replica keeps a hot copy of the entries it read or
+    wrote, so hot keys skip the round trip (a REFRESH elsewhere shows here at most this late);
+    0 = off."""
+    cache_hot_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    """Bound on that hot copy; least recently used entries go first."""
     mcp_url: str | None = None
     """An MCP server (streamable HTTP) whose tools replace the built-in repository tools."""
     database_url: str = "sqlite:///woolly.db"
@@ -71,6 +72,25 @@ class Settings(BaseSettings):
     """PEM CA bundle: with it, clients must present a certificate it signed (mutual TLS)."""
     orphan_grace_s: float = Field(10.0, ge=0)
     """How long a run whose callers all went away waits for a WatchRun before it is cancelled."""
+    run_retention_s: float = Field(3600.0, gt=0)
+    """How long a run (record, request, events) is kept after its last event, in the store and
+    at most in this replica's memory."""
+    run_memory_max: int = Field(1000, ge=1)
+    """Most runs this replica keeps in memory; older finished ones are read from the store."""
+    run_memory_min_s: float = Field(60.0, ge=0)
+    """A run that ended less than this ago stays in memory whatever `run_memory_max` says (its
+    callers are still reading how it ended)."""
+    run_log_linger_s: float = Field(0.05, ge=0)
+    """How long a run's new events gather before they are written to the store as one batch
+    (the first write never waits: other replicas know a run as soon as its caller does)."""
+    run_recheck_s: float = Field(1.0, gt=0)
+    """A reader on another replica re-reads a run this often without news (a notice may be
+    lost); also how soon a lost control channel is listened to again."""
+    run_cancel_wait_s: float = Field(10.0, gt=0)
+    """How long CancelRun waits for the replica running the run to confirm it stopped, and
+    start-up for the control channel between replicas."""
+    run_close_flush_s: float = Field(2.0, ge=0)
+    """At shutdown, how long the journal may take to write out runs' last events."""
     shutdown_grace_s: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight calls may take to finish before they are cancelled."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

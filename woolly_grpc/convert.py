@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 from google.protobuf import json_format, struct_pb2
 
 from ._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
+from .api import AGENT_TYPE_LABELS, agent_type_label, agent_type_value
 from .core import (
     AGENT_SPECS,
     AgentResult,
@@ -44,22 +45,20 @@ AgentRunRequest: TypeAlias = SingleAgentRequest | agent_service_pb2.ExecuteChain
 """Every request that starts a run."""
 
 
+_TYPE_CHOICES = ", ".join(agent_pb2.AgentType.Name(agent_type_value(n)) for n in AGENT_TYPE_LABELS)
+
+
 def agent_type_from_proto(value: int, field: str) -> AgentType:
     """The core AgentType of a proto enum value; INVALID_ARGUMENT for unspecified or unknown."""
-    names: dict[int, str] = {v: n for n, v in agent_pb2.AgentType.items()}
-    if value == agent_pb2.AGENT_TYPE_UNSPECIFIED or value not in names:
-        choices = ", ".join(_proto_name(t) for t in AgentType)
-        raise InvalidInput.one(field, f"must be one of {choices} (got {value})")
-    return AgentType(names[value].removeprefix("AGENT_TYPE_").lower())
+    label = agent_type_label(value)
+    if label not in AGENT_TYPE_LABELS:
+        raise InvalidInput.one(field, f"must be one of {_TYPE_CHOICES} (got {value})")
+    return AgentType(label)
 
 
 def agent_type_to_proto(agent_type: AgentType) -> agent_pb2.AgentType.ValueType:
-    """The proto enum value of a core AgentType."""
-    return agent_pb2.AgentType.Value(_proto_name(agent_type))
-
-
-def _proto_name(agent_type: AgentType) -> str:
-    return f"AGENT_TYPE_{agent_type.name}"
+    """The proto enum value of a core AgentType (its value is the short name)."""
+    return agent_type_value(agent_type.value)
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from ._gen.woolly.v1 import agent_pb2, run_pb2
+from ._gen.woolly.v1 import run_pb2
+from .api import agent_type_label
 from .core import (
     AgentResult,
     AgentType,
@@ -243,9 +244,7 @@ def _agent_label(agent_type: AgentType | None) -> str:
 def _run_label(run: run_pb2.Run) -> str:
     if run.method == "ExecuteChain":
         return CHAIN_LABEL
-    if not run.agent_types:
-        return "unknown"
-    return agent_pb2.AgentType.Name(run.agent_types[0]).removeprefix("AGENT_TYPE_").lower()
+    return agent_type_label(run.agent_types[0]) if run.agent_types else "unknown"
 
 
 class MetricsEndpoint:

@@ -19,24 +19,20 @@ from pydantic_ai.models import Model
 from pydantic_ai.toolsets import AbstractToolset
 
 from . import convert
-from ._gen.woolly.v1 import agent_service_pb2, agent_service_pb2_grpc
-from .agent_registry import AgentRegistry, toolset_names
-from .agents_store import AgentsStore
-from .cache import ResultCache, StepResultCache
+from ._gen.woolly.v1 import agent_service_pb2_grpc
+from .api import SERVICE_NAME
+from .cache import ResultCache
 from .config import Settings
 from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits, RepoDeps, Unavailable
 from .interceptors import ApiKeys, build_interceptors
 from .interceptors.auth import ApiKeysError
 from .observability import AgentMetrics, Metrics, MetricsEndpoint
-from .run_journal import RunJournal
-from .runs import RunManager
+from .runs import RunJournal, RunManager
+from .saved_agents import AgentDatabase, SavedAgents, toolset_names
 from .service import AgentService
 from .status import StatusReporter
 from .store import MemoryStore, open_store
 
-RUN_RETENTION_S = 3600.0
-"""Runs, their results and their events are kept this long after their last event."""
-SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _log = logging.getLogger(__name__)
 
@@ -58,7 +54,7 @@ class App:
     """The bound port (the real one when settings.port is 0)."""
     settings: Settings
     status: StatusReporter
-    agents: AgentRegistry
+    agents: SavedAgents
     """Saved agents; their database is opened (schema created) by `start`."""
     metrics_endpoint: MetricsEndpoint | None = None
     """The /metrics HTTP server, once started (none when `metrics_port` is 0)."""
@@ -98,22 +94,23 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         model=runner.model_name,
         default_ttl_s=settings.cache_ttl_s,
         metrics=metrics,
-        local=MemoryStore(max_bytes=settings.cache_local_max_bytes) if shared else None,
-        local_ttl_s=settings.cache_local_ttl_s,
+        hot=MemoryStore(max_bytes=settings.cache_hot_max_bytes) if shared else None,
+        hot_ttl_s=settings.cache_hot_ttl_s,
     )
-    runs = RunManager(
-        RunJournal(store, retention_s=RUN_RETENTION_S),
-        max_concurrent=settings.max_concurrent_runs,
-        orphan_grace_s=settings.orphan_grace_s,
-        observer=AgentMetrics(metrics),
+    journal = RunJournal(
+        store,
+        retention_s=settings.run_retention_s,
+        linger_s=settings.run_log_linger_s,
+        recheck_s=settings.run_recheck_s,
     )
+    runs = RunManager(journal, settings, observer=AgentMetrics(metrics))
     try:
-        agents = AgentRegistry(AgentsStore(settings.database_url), toolset_names(runner.toolset))
+        agents = SavedAgents(AgentDatabase(settings.database_url), toolset_names(runner.toolset))
     except ValueError as exc:
         raise StartupError(f"cannot use WOOLLY_DATABASE_URL: {exc}") from exc
 
-    async def agent_revisions(request: convert.AgentRunRequest) -> bytes:
-        return await agents.revision_key(convert.agent_refs(request))
+    async def agent_revisions(request: convert.AgentRunRequest, tenant: str) -> bytes:
+        return await agents.revision_key(tenant, convert.agent_refs(request))
 
     server = aio.server(
         interceptors=build_interceptors(
@@ -124,7 +121,7 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         ),
         options=_server_options(settings),
     )
-    chains = ChainRunner(runner, step_cache=StepResultCache(cache))
+    chains = ChainRunner(runner)
     status = StatusReporter(
         model=runner.model_name,
         repos_root=settings.repos_root,
@@ -133,11 +130,17 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         runs=runs,
         cache=cache,
         metrics=metrics,
-        database=agents.store,
+        database=agents.database,
     )
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentService(runner, chains, runs, status=status, agents=agents), server
+    service = AgentService(
+        runner,
+        chains,
+        runs,
+        status=status,
+        agents=agents,
+        cache=cache if settings.cache_enabled else None,
     )
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _add_reflection(server)
@@ -232,12 +235,13 @@ async def start(app: App) -> None:
 
 async def _open_agents_database(app: App) -> None:
     """Connect to the saved-agents database and create its schema, or stop start-up."""
+    database = app.agents.database
     try:
-        await app.agents.store.open()
+        await database.open()
     except Unavailable as exc:
-        await app.agents.store.close()
+        await database.close()
         raise StartupError(str(exc)) from exc
-    _log.info("saved agents in %s", app.agents.store.display_url)
+    _log.info("saved agents in %s", database.display_url)
 
 
 def _start_metrics_endpoint(app: App) -> None:
@@ -260,8 +264,8 @@ async def stop(app: App, grace: float | None = None) -> None:
     app.runs.closing = True
     await app.server.stop(grace)
     await app.runs.close()
-    await app.cache.store.close()
-    await app.agents.store.close()
+    await app.cache.close()
+    await app.agents.database.close()
     if app.metrics_endpoint is not None:
         await app.metrics_endpoint.close()
 

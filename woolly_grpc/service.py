@@ -6,19 +6,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from google.protobuf.message import Message
 from grpc import aio
 
-from . import convert
+from . import calls, convert
 from ._gen.woolly.v1 import agent_service_pb2 as pb
 from ._gen.woolly.v1 import agent_service_pb2_grpc, run_pb2
-from .cache import current_call
+from .cache import CachePolicy, ResultCache, StepResultCache
 from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
 from .errors import abort, map_core_errors
-from .runs import RunManager, current_run_id
+from .runs import RunManager
 
 if TYPE_CHECKING:
-    from .agent_registry import AgentRegistry
+    from .saved_agents import SavedAgents
     from .status import StatusReporter
 
 Context: TypeAlias = aio.ServicerContext[Any, Any]
@@ -34,7 +33,19 @@ _RETRYABLE: dict[str, type[_RunRequest]] = {
 
 
 class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
-    """One short method per RPC; the work happens in the core and in RunManager."""
+    """One short method per RPC; the work happens in the core and in RunManager.
+
+    The caller's tenant comes from the call's state (`calls`) and is passed on explicitly;
+    so is a chain's use of the step cache.
+
+    Args:
+        runner: Runs one agent.
+        chains: Runs chains of agents.
+        runs: Starts, finds and follows runs.
+        status: Answers GetServerStatus.
+        agents: The saved agents.
+        cache: The result cache for chain steps; None when the cache is turned off.
+    """
 
     def __init__(
         self,
@@ -43,13 +54,15 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         runs: RunManager,
         *,
         status: StatusReporter,
-        agents: AgentRegistry,
+        agents: SavedAgents,
+        cache: ResultCache | None,
     ) -> None:
         self.runner = runner
         self.chains = chains
         self.runs = runs
         self.status = status
         self.agents = agents
+        self.cache = cache
 
     async def ListAgentTypes(
         self, request: pb.ListAgentTypesRequest, context: Context
@@ -80,13 +93,14 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
         async with map_core_errors(context):
-            return pb.GetRunResponse(run=await self.runs.get(request.run_id))
+            return pb.GetRunResponse(run=await self.runs.get(request.run_id, tenant=_tenant()))
 
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: Context
     ) -> pb.CancelRunResponse:
         async with map_core_errors(context):
-            run = await self.runs.cancel(request.run_id, run_pb2.CANCEL_REASON_EXPLICIT)
+            reason = run_pb2.CANCEL_REASON_EXPLICIT
+            run = await self.runs.cancel(request.run_id, reason, tenant=_tenant())
             return pb.CancelRunResponse(run=run)
 
     async def WatchRun(
@@ -95,7 +109,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         async with map_core_errors(context):
             if request.after_sequence < 0:
                 raise InvalidInput.one("after_sequence", "must be 0 or more")
-            await self.runs.get(request.run_id)
+            await self.runs.get(request.run_id, tenant=_tenant())
         async for message in self._relay(
             request.run_id, context, pb.WatchRunResponse, request.after_sequence
         ):
@@ -103,12 +117,16 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
 
     async def RetryRun(self, request: pb.RetryRunRequest, context: Context) -> pb.RetryRunResponse:
         async with map_core_errors(context):
-            if (await self.runs.get(request.run_id)).status == run_pb2.RUN_STATUS_RUNNING:
+            tenant = _tenant()
+            if (await self.runs.get(request.run_id, tenant=tenant)).status == (
+                run_pb2.RUN_STATUS_RUNNING
+            ):
                 raise FailedPrecondition(f"run {request.run_id!r} is still running")
-            method, raw = await self.runs.request_of(request.run_id)
-            # A retry is asked for explicitly: it runs to its end even if nobody watches.
-            run_id = await self._start(_RETRYABLE[method].FromString(raw), detach=True)
-            return pb.RetryRunResponse(run=await self.runs.get(run_id))
+            method, raw = await self.runs.request_of(request.run_id, tenant=tenant)
+            # A retry is asked for explicitly: it runs to its end even if nobody watches, and
+            # reuses no cached step (it writes its fresh ones, unless the original bypassed).
+            run_id = await self._start(_RETRYABLE[method].FromString(raw), retry=True)
+            return pb.RetryRunResponse(run=await self.runs.get(run_id, tenant=tenant))
 
     async def GetServerStatus(
         self, request: pb.GetServerStatusRequest, context: Context
@@ -119,12 +137,12 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: pb.CreateAgentRequest, context: Context
     ) -> pb.CreateAgentResponse:
         async with map_core_errors(context):
-            agent = await self.agents.create(convert.agent_fields(request.agent))
+            agent = await self.agents.create(_tenant(), convert.agent_fields(request.agent))
             return pb.CreateAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
         async with map_core_errors(context):
-            agent = await self.agents.get(request.id)
+            agent = await self.agents.get(_tenant(), request.id)
             return pb.GetAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def ListAgents(
@@ -132,7 +150,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> pb.ListAgentsResponse:
         async with map_core_errors(context):
             page = await self.agents.list_page(
-                request.repository, request.page_size, request.page_token
+                _tenant(), request.repository, request.page_size, request.page_token
             )
             return pb.ListAgentsResponse(
                 agents=[convert.agent_to_proto(agent) for agent in page.agents],
@@ -145,40 +163,42 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         async with map_core_errors(context):
             fields = convert.agent_fields(request.agent)
             paths = list(request.update_mask.paths)
-            agent = await self.agents.update(request.agent.id, fields, paths)
+            agent = await self.agents.update(_tenant(), request.agent.id, fields, paths)
             return pb.UpdateAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def DeleteAgent(
         self, request: pb.DeleteAgentRequest, context: Context
     ) -> pb.DeleteAgentResponse:
         async with map_core_errors(context):
-            await self.agents.delete(request.id)
+            await self.agents.delete(_tenant(), request.id)
             return pb.DeleteAgentResponse()
 
-    async def _start(self, request: Message, *, detach: bool = False) -> str:
+    async def _start(self, request: _RunRequest, *, retry: bool = False) -> str:
         """Resolve its saved agents, validate a run request, start its run; return the run id.
 
         A retried run resolves its saved agents again, so it runs their current definitions.
         """
-        detach = detach or getattr(request, "options").detach  # noqa: B009 - all three have it
-        cache = current_call.get()
-        flight_key = cache.key if cache is not None else None
+        call = calls.current()
+        tenant = call.tenant
+        detach = retry or request.options.detach
+        saved = await self.agents.for_run(
+            tenant, convert.agent_refs(request), request.repository_name
+        )
         if isinstance(request, pb.ExecuteChainRequest):
-            saved = await self.agents.for_run(convert.agent_refs(request), request.repository_name)
             chain, steps_field = convert.chain_request(request, saved)
             self.chains.check(chain, steps_field)
+            steps = self._step_cache(request, tenant, retry)
             run_id, joined = self.runs.start(
                 method="ExecuteChain",
                 request=request,
                 repository=chain.repository,
                 agent_types=[step.agent_type for step in chain.steps],
-                events=lambda: self.chains.stream(chain),
-                flight_key=flight_key,
+                events=lambda: self.chains.stream(chain, step_cache=steps),
+                tenant=tenant,
+                flight_key=call.cache_key,
                 detach=detach,
             )
         else:
-            assert isinstance(request, pb.ExecuteRequest | pb.StreamExecuteRequest)
-            saved = await self.agents.for_run(convert.agent_refs(request), request.repository_name)
             single = convert.run_request(request, saved)
             self.runner.check(single)
             run_id, joined = self.runs.start(
@@ -187,13 +207,23 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 repository=single.repository,
                 agent_types=[single.agent_type],
                 events=lambda: self.runner.stream(single),
-                flight_key=flight_key,
+                tenant=tenant,
+                flight_key=call.cache_key,
                 detach=detach,
             )
-        if joined and cache is not None:
-            cache.outcome = "coalesced"
-        current_run_id.set(run_id)
+        call.run_id, call.joined = run_id, joined
         return run_id
+
+    def _step_cache(
+        self, request: pb.ExecuteChainRequest, tenant: str, retry: bool
+    ) -> StepResultCache | None:
+        """The chain call's view of the step cache, by its own options (None: cache off)."""
+        if self.cache is None:
+            return None
+        policy = CachePolicy.of(request.options, self.cache.default_ttl_s)
+        if retry:
+            policy = policy.fresh()
+        return StepResultCache(self.cache, tenant=tenant, policy=policy)
 
     async def _relay(
         self, run_id: str, context: Context, response: type[_Streamed], after_sequence: int = 0
@@ -226,7 +256,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     async def _await_end(self, run_id: str, context: Context) -> run_pb2.Run:
         finished = False
         try:
-            run = await self.runs.wait(run_id)
+            run = await self.runs.wait(run_id, tenant=_tenant())
             finished = True
         finally:
             if not finished:
@@ -234,6 +264,10 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         if (status := self.runs.error_of(run_id)) is not None:
             await abort(context, status)
         return run
+
+
+def _tenant() -> str:
+    return calls.current().tenant
 
 
 def _cancel_reason(context: Context) -> run_pb2.CancelReason.ValueType:

@@ -17,11 +17,12 @@ import psutil
 from google.protobuf import duration_pb2
 from pydantic_ai.mcp import MCPToolset
 
+from . import __version__
 from ._gen.woolly.v1 import agent_service_pb2 as pb
-from .agents_store import AgentsStore
 from .cache import ResultCache
 from .observability import Metrics
 from .runs import RunManager
+from .saved_agents import AgentDatabase
 
 PROBE_TIMEOUT_S = 0.5
 """Longest any one probe (cache ping, MCP tool listing, disk) may take."""
@@ -60,7 +61,7 @@ class StatusReporter:
         runs: RunManager,
         cache: ResultCache,
         metrics: Metrics,
-        database: AgentsStore | None = None,
+        database: AgentDatabase | None = None,
         timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
         self.model = model
@@ -80,8 +81,6 @@ class StatusReporter:
 
     async def snapshot(self) -> pb.GetServerStatusResponse:
         """The status now; the probes run at once, so it takes at most about one timeout."""
-        from . import __version__  # the package imports this module while it initializes
-
         cache, (mcp, tool_count), resources, database = await asyncio.gather(
             self._cache_status(), self._mcp_status(), self._resources(), self._database_status()
         )

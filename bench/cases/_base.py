@@ -40,7 +40,7 @@ class Servers:
 
     echo: aio.Channel
     woolly: dict[str, aio.Channel]
-    """By configuration: memory, redis, redis without its local copy, memory on uvloop."""
+    """By configuration: memory, redis, redis without its hot copy, memory on uvloop."""
     woolly_ports: dict[str, int]
     peer_url: str
     session: aiohttp.ClientSession

@@ -97,8 +97,8 @@ def _hits_report(series: dict[str, Series], size: int, count: int, total: int) -
     labels = {
         "echo unary": f"bare grpc.aio echo, unary, {size} B",
         "Execute hit, memory": "woolly Execute hit, memory store",
-        "Execute hit, redis": "woolly Execute hit, Redis (as shipped: local copy of hot entries)",
-        "Execute hit, redis, no local copy": "woolly Execute hit, Redis, every hit a GET (before)",
+        "Execute hit, redis": "woolly Execute hit, Redis (as shipped: hot copy of entries)",
+        "Execute hit, redis, no hot copy": "woolly Execute hit, Redis, every hit a GET (before)",
         "Execute hit, memory, uvloop": "woolly Execute hit, memory store, uvloop",
         "Execute hit, memory, default gc": "woolly Execute hit, memory store, default GC settings",
         "peer execute hit": "FastAPI peer `POST /v1/execute` hit, Redis",

@@ -94,14 +94,14 @@ async def redis(s: Servers, plan: Plan) -> Report:
     query = fresh(directive(LIVE_CHUNKS))
     request, body = woolly_request(query), peer_request(query)
     shipped: Any = s.woolly["redis"].unary_stream(SERVICE + "StreamExecute")
-    before: Any = s.woolly["redis, no local copy"].unary_stream(SERVICE + "StreamExecute")
+    before: Any = s.woolly["redis, no hot copy"].unary_stream(SERVICE + "StreamExecute")
     try:
         rows = {
             "woolly (as shipped)": (
                 await _commands(client, lambda: call(shipped, request, expect="miss")),
                 await _commands(client, lambda: call(shipped, request, expect="hit")),
             ),
-            "woolly, no local copy": (
+            "woolly, no hot copy": (
                 None,
                 await _commands(client, lambda: call(before, request, expect="hit")),
             ),

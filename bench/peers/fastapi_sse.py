@@ -227,7 +227,7 @@ def create_app(cache_url: str = "memory://", calls_file: Path | None = None) -> 
         if key is not None and (stored := await cache.get(key)) is not None:
             return Response(stored, media_type=_JSON, headers={"x-cache": "hit"})
         run_id = uuid.uuid4().hex
-        result = await runner.run(run_request(body))
+        result = await _result(runner, run_request(body))
         if key is not None:
             cached = dataclasses.replace(result, cached=True)
             await cache.set(key, to_json({"run_id": run_id, "result": cached}))
@@ -246,6 +246,13 @@ def create_app(cache_url: str = "memory://", calls_file: Path | None = None) -> 
         return EventSourceResponse(_relay(first, events, cache, key), headers={"x-cache": outcome})
 
     return app
+
+
+async def _result(runner: core.AgentRunner, request: core.RunRequest) -> core.AgentResult:
+    async for event in runner.stream(request):
+        if isinstance(event, core.Completed):
+            return event.result
+    raise core.ModelFailed("the agent ended without a result")
 
 
 def _fastest(preferred: str, fallback: str) -> str:

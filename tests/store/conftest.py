@@ -7,7 +7,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from tests.helpers import assert_eventually
-from tests.redis_server import RedisServer, running_redis
+from tests.support.redis_server import RedisServer, running_redis
 from woolly_grpc.store import MemoryStore, RedisStore, Store
 
 

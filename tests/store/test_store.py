@@ -21,15 +21,12 @@ async def next_message(messages: AsyncIterator[bytes]) -> bytes:
 # Every backend: the `store` fixture runs each test on memory and on a real redis-server.
 
 
-async def test_set_get_overwrite_delete(store):
+async def test_set_get_overwrite(store):
     assert await store.get("k") is None
     await store.set("k", b"one", ttl_s=60)
     assert await store.get("k") == b"one"
     await store.set("k", b"two", ttl_s=60)
     assert await store.get("k") == b"two"
-    await store.delete("k")
-    await store.delete("k")  # deleting a missing key is fine
-    assert await store.get("k") is None
 
 
 async def test_values_and_log_entries_are_binary(store):
@@ -65,8 +62,6 @@ async def test_logs_append_and_read_from_an_offset(store):
     assert await store.read("log", -5) == [b"a", b"b", b"c"]  # a negative start means 0
     assert await store.append("nothing", [], ttl_s=60) == 0
     assert await store.read("nothing") == []
-    await store.delete("log")
-    assert await store.read("log") == []
 
 
 async def test_append_renews_the_ttl_of_the_log(store, elapse):
@@ -201,7 +196,6 @@ def every_operation(store):
     return {
         "get": lambda: store.get("k"),
         "set": lambda: store.set("k", b"v", ttl_s=60),
-        "delete": lambda: store.delete("k"),
         "append": lambda: store.append("log", [b"e"], ttl_s=60),
         "read": lambda: store.read("log"),
         "publish": lambda: store.publish("news", b"m"),

@@ -15,7 +15,7 @@ from .exceptions import (
     Unavailable,
     WoollyError,
 )
-from .runner import AgentRunner, Limits
+from .runner import AgentRunner
 from .tools import REPOSITORY_TOOLSET, RepoDeps
 from .types import (
     AgentResult,
@@ -26,6 +26,7 @@ from .types import (
     ChainStep,
     Completed,
     Event,
+    Limits,
     ProposedFile,
     RunRequest,
     SavedAgent,

@@ -43,12 +43,10 @@ class ChainRunner:
 
     Args:
         runner: Runs each step.
-        step_cache: Where finished steps are remembered; None = never.
     """
 
-    def __init__(self, runner: AgentRunner, step_cache: StepCache | None = None) -> None:
+    def __init__(self, runner: AgentRunner) -> None:
         self.runner = runner
-        self.step_cache = step_cache
 
     def check(self, request: ChainRequest, steps_field: str = "agent_chain") -> None:
         """Validate a chain request; `steps_field` names the request field listing the steps."""
@@ -61,36 +59,45 @@ class ChainRunner:
             )
         self.runner.check(_step_request(request, 0, ()))
 
-    async def stream(self, request: ChainRequest) -> AsyncIterator[Event]:
-        """Yield Started, every step's events tagged with its index, then ChainCompleted."""
+    async def stream(
+        self, request: ChainRequest, *, step_cache: StepCache | None = None
+    ) -> AsyncIterator[Event]:
+        """Yield Started, every step's events tagged with its index, then ChainCompleted.
+
+        Args:
+            request: The chain.
+            step_cache: Where finished steps are looked up and remembered; None = nowhere.
+        """
         self.check(request)
         yield Started(model=self.runner.model_name, step_count=len(request.steps))
         results: list[AgentResult | None] = [None] * len(request.steps)
         if request.mode is ChainMode.PARALLEL:
-            steps = self._parallel(request, results)
+            steps = self._parallel(request, results, step_cache)
         else:
-            steps = self._sequential(request, results)
+            steps = self._sequential(request, results, step_cache)
         async for event in steps:
             yield event
         final = [r for r in results if r is not None]
         yield ChainCompleted(tuple(final), _context_with_results(request.context, final))
 
     async def _sequential(
-        self, request: ChainRequest, results: list[AgentResult | None]
+        self, request: ChainRequest, results: list[AgentResult | None], cache: StepCache | None
     ) -> AsyncIterator[Event]:
         for index in range(len(request.steps)):
             earlier = tuple(r for r in results[:index] if r is not None)
-            async for event in self._step(_step_request(request, index, earlier), index, results):
+            step = _step_request(request, index, earlier)
+            async for event in self._step(step, index, results, cache):
                 yield event
 
     async def _parallel(
-        self, request: ChainRequest, results: list[AgentResult | None]
+        self, request: ChainRequest, results: list[AgentResult | None], cache: StepCache | None
     ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
 
         async def run_step(index: int) -> None:
             try:
-                async for event in self._step(_step_request(request, index, ()), index, results):
+                step = _step_request(request, index, ())
+                async for event in self._step(step, index, results, cache):
                     queue.put_nowait(event)
                 queue.put_nowait(None)
             except Exception as exc:
@@ -113,12 +120,16 @@ class ChainRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _step(
-        self, request: RunRequest, index: int, results: list[AgentResult | None]
+        self,
+        request: RunRequest,
+        index: int,
+        results: list[AgentResult | None],
+        cache: StepCache | None,
     ) -> AsyncIterator[Event]:
         tag: dict[str, Any] = {"step": index, "agent_type": request.agent_type}
         saved_id = request.saved_agent.id if request.saved_agent else ""
         yield StepStarted(agent_id=saved_id, **tag)
-        cached = await self.step_cache.get(request) if self.step_cache else None
+        cached = await cache.get(request) if cache else None
         if cached is not None:
             # Replayed as one delta, so a step's deltas still add up to its content.
             results[index] = cached = replace(cached, cached=True)
@@ -129,8 +140,8 @@ class ChainRunner:
         async for event in self.runner.stream(request):
             if isinstance(event, Completed):
                 results[index] = event.result
-                if self.step_cache:
-                    await self.step_cache.put(request, event.result)
+                if cache:
+                    await cache.put(request, event.result)
                 yield StepCompleted(event.result, **tag)
             elif not isinstance(event, Started):
                 yield replace(event, **tag)

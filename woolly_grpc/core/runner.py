@@ -23,10 +23,10 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import UsageLimits
 
-from ._failures import core_error
 from .agents import build_agents, build_prompt
-from .exceptions import FieldViolation, InvalidInput, ModelFailed, WoollyError
-from .local_model import local_model
+from .exceptions import FieldViolation, InvalidInput, WoollyError
+from .failures import core_error
+from .local import local_model
 from .shaping import shape
 from .tools import REPOSITORY_TOOLSET, RepoDeps, resolve_repository
 from .types import (
@@ -34,6 +34,7 @@ from .types import (
     AgentType,
     Completed,
     Event,
+    Limits,
     RunRequest,
     Started,
     TextDelta,
@@ -44,20 +45,6 @@ from .types import (
 
 TOOL_RESULT_PREVIEW_CHARS = 500
 """How much of a tool's answer a ToolResult event carries (the model sees all of it)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Input and per-run limits."""
-
-    max_query_chars: int = 100_000
-    max_context_bytes: int = 256 * 1024
-    """Size of the request context as compact JSON."""
-    max_chain_steps: int = 10
-    max_model_requests: int = 50
-    """Model requests one agent run may make."""
-    max_tool_calls: int = 200
-    """Tool calls one agent run may make."""
 
 
 class AgentRunner:
@@ -76,11 +63,11 @@ class AgentRunner:
         model: str | Model = "local",
         repos_root: Path,
         toolset: AbstractToolset[RepoDeps] = REPOSITORY_TOOLSET,
-        limits: Limits = Limits(),
+        limits: Limits | None = None,
     ) -> None:
         self.repos_root = repos_root.resolve()
         self.toolset = toolset
-        self.limits = limits
+        self.limits = limits or Limits()
         self._agents = build_agents()
         if model == "local":
             self.model_name = "local"
@@ -142,13 +129,6 @@ class AgentRunner:
             ),
             agent_type=agent_type,
         )
-
-    async def run(self, request: RunRequest) -> AgentResult:
-        """Run to the end and return the result."""
-        async for event in self.stream(request):
-            if isinstance(event, Completed):
-                return event.result
-        raise ModelFailed("the agent ended without a result")  # pragma: no cover - stream invariant
 
 
 def _query_violations(query: str, limits: Limits) -> list[FieldViolation]:

@@ -60,6 +60,20 @@ class RunRequest:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Input and per-run limits."""
+
+    max_query_chars: int = 100_000
+    max_context_bytes: int = 256 * 1024
+    """Size of the request context as compact JSON."""
+    max_chain_steps: int = 10
+    max_model_requests: int = 50
+    """Model requests one agent run may make."""
+    max_tool_calls: int = 200
+    """Tool calls one agent run may make."""
+
+
+@dataclass(frozen=True)
 class ChainStep:
     """One agent of a chain."""
 

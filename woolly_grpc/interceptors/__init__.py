@@ -8,7 +8,7 @@ from woolly_grpc.cache import ResultCache
 from woolly_grpc.observability import Metrics
 
 from .auth import ApiKeys, AuthInterceptor
-from .cache import CACHED_METHODS, CacheInterceptor, KeyExtras
+from .caching import CACHED_METHODS, CachingInterceptor, KeyExtras
 from .decoding import DecodingInterceptor
 from .metrics import MetricsInterceptor
 
@@ -16,7 +16,7 @@ __all__ = [
     "CACHED_METHODS",
     "ApiKeys",
     "AuthInterceptor",
-    "CacheInterceptor",
+    "CachingInterceptor",
     "DecodingInterceptor",
     "MetricsInterceptor",
     "build_interceptors",
@@ -50,5 +50,5 @@ def build_interceptors(
         chain.append(AuthInterceptor(api_keys))
     chain.append(DecodingInterceptor())
     if cache is not None:
-        chain.append(CacheInterceptor(cache, key_extras))
+        chain.append(CachingInterceptor(cache, key_extras))
     return chain

@@ -18,6 +18,9 @@ from typing import Any, TypeAlias, cast
 import grpc
 from grpc import aio
 
+PROBE_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Method prefixes of probes and tooling: open without a key, logged at DEBUG."""
+
 Context: TypeAlias = aio.ServicerContext[Any, Any]
 Next: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
 """Runs the wrapped handler; for streams its messages are written and it returns None."""
@@ -67,21 +70,39 @@ def wrap_handler(
     )
 
 
-class WrappedHandlers:
-    """Each method's wrapped handler, made once: wrapping on every call costs ~5 µs a time.
+class WrappingInterceptor(aio.ServerInterceptor):
+    """An interceptor that wraps the handler of each method it covers, once per method.
 
-    Only methods the server serves get here (grpc answers the others), so the map is bounded.
+    Subclasses say which methods they cover and how they wrap a handler; everything else passes
+    through untouched. Wrapping on every call would cost ~5 µs a time, so each method's wrapped
+    handler is made once (only methods the server serves get here, so the map is bounded).
     """
 
     def __init__(self) -> None:
         self._by_method: dict[str, tuple[Handler, Handler]] = {}
 
-    def get(self, method: str, handler: Handler, wrap: Callable[[Handler], Handler]) -> Handler:
-        """`wrap(handler)`, made again only if `method` is now served by another handler."""
-        cached = self._by_method.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._by_method[method] = (handler, wrap(handler))
-        return cached[1]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        """The method's handler, wrapped if this interceptor covers it."""
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not self.covers(method, handler):
+            return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
+        made = self._by_method.get(method)
+        if made is None or made[0] is not handler:  # made again only for a new handler
+            made = self._by_method[method] = (handler, self.wrap(method, handler))
+        return made[1]
+
+    def covers(self, method: str, handler: Handler) -> bool:
+        """Whether to wrap this method's handler (all of them unless overridden)."""
+        return True
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """The wrapped handler of `method` (usually `wrap_handler(handler, behaviour)`)."""
+        raise NotImplementedError
 
 
 def grpc_type(handler: Handler) -> str:

@@ -2,7 +2,7 @@
 
 Health checks and reflection stay open (kubelets and grpcurl carry no key). Every other call
 needs a configured key, else it ends UNAUTHENTICATED before anything else runs; with a key, its
-tenant is set in `current_tenant` for the call, and so scopes cache keys, runs and saved agents.
+tenant is the call's (`calls.Call.tenant`), and so scopes cache keys, runs and saved agents.
 Keys are compared in constant time, and never appear in logs, metrics or error messages: a bare
 key's tenant is named after a digest of the key, not the key.
 
@@ -15,20 +15,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc import aio
 
-from woolly_grpc.cache import current_tenant
+from woolly_grpc import calls
 
-from ._handlers import Context, Handler, Next, WrappedHandlers, wrap_handler
+from ._handlers import PROBE_METHODS, Context, Handler, Next, WrappingInterceptor, wrap_handler
 
-OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-"""Method prefixes any caller may use without a key."""
 _FILE_PREFIXES = ("/", "./", "../", "~/")
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _MISSING = "missing API key: send the metadata `authorization: Bearer <key>`"
@@ -106,34 +103,28 @@ class ApiKeys:
         return found
 
 
-class AuthInterceptor(aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Turns the caller's API key into its tenant, or ends the call UNAUTHENTICATED."""
 
     def __init__(self, keys: ApiKeys) -> None:
+        super().__init__()
         self.keys = keys
-        self._wrapped = WrappedHandlers()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        """Guard every known method except the open ones."""
-        handler: Handler | None = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_METHODS):
-            return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
-        return self._wrapped.get(handler_call_details.method, handler, self._wrap)
+    def covers(self, method: str, handler: Handler) -> bool:
+        """Every method but the open ones."""
+        return not method.startswith(PROBE_METHODS)
 
-    def _wrap(self, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """Check the key before the handler runs."""
         return wrap_handler(handler, self._guard)
 
     async def _guard(self, request: Any, context: Context, call_next: Next) -> Any:
         tenant, refusal = self._identify(context.invocation_metadata() or ())
         if refusal:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
-        # Set inside the call's own behaviour, so that it holds exactly for this call's handler
-        # (and the run tasks it starts), whatever task grpc ran intercept_service in.
-        current_tenant.set(tenant)
+        # Set inside the call's own behaviour (its task), whatever task grpc ran
+        # intercept_service in.
+        calls.current().tenant = tenant
         return await call_next(request, context)
 
     def _identify(self, metadata: Iterable[tuple[str, str | bytes]]) -> tuple[str, str]:

@@ -10,15 +10,14 @@ request and pass it on; the ones inside (the cache) and the servicers only see p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc import aio
 
-from ._handlers import Context, Deserializer, Handler, Next, WrappedHandlers, wrap_handler
+from ._handlers import Context, Deserializer, Handler, Next, WrappingInterceptor, wrap_handler
 
 
 @dataclass(frozen=True)
@@ -28,28 +27,18 @@ class _Undecodable:
     error: DecodeError
 
 
-class DecodingInterceptor(aio.ServerInterceptor):
+class DecodingInterceptor(WrappingInterceptor):
     """Ends calls whose request payload does not parse with INVALID_ARGUMENT."""
 
-    def __init__(self) -> None:
-        self._wrapped = WrappedHandlers()
+    def covers(self, method: str, handler: Handler) -> bool:
+        """Every handler that parses its requests."""
+        return handler.request_deserializer is not None
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        """Wrap every handler that parses its requests."""
-        handler: Handler | None = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
-        return self._wrapped.get(handler_call_details.method, handler, _wrap)
-
-
-def _wrap(handler: Handler) -> Handler:
-    assert handler.request_deserializer is not None
-    check = _check_each if handler.request_streaming else _check
-    return wrap_handler(handler, check, deserializer=_tolerant(handler.request_deserializer))
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """Parse with a deserializer that marks bad payloads instead of raising."""
+        assert handler.request_deserializer is not None
+        check = _check_each if handler.request_streaming else _check
+        return wrap_handler(handler, check, deserializer=_tolerant(handler.request_deserializer))
 
 
 def _tolerant(deserializer: Deserializer) -> Deserializer:

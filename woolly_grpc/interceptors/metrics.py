@@ -12,24 +12,27 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import grpc
-from grpc import aio
 from prometheus_client import Counter
 
-from woolly_grpc.cache import current_call, current_tenant
+from woolly_grpc import calls
 from woolly_grpc.observability import GO_CODE_NAMES, Metrics
-from woolly_grpc.runs import current_run_id
 
-from ._handlers import Context, Handler, Next, WrappedHandlers, grpc_type, wrap_handler
+from ._handlers import (
+    PROBE_METHODS,
+    Context,
+    Handler,
+    Next,
+    WrappingInterceptor,
+    grpc_type,
+    wrap_handler,
+)
 
 ACCESS_LOGGER = "woolly_grpc.access"
 _log = logging.getLogger(ACCESS_LOGGER)
-_QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-"""Probes and tooling: their lines go out at DEBUG, so that a kubelet's checks do not flood INFO."""
 
 
 def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
@@ -73,50 +76,40 @@ class _Method:
         child.inc()
 
 
-class MetricsInterceptor(aio.ServerInterceptor):
-    """Counts and times every RPC and logs one line for it."""
+class MetricsInterceptor(WrappingInterceptor):
+    """Counts and times every RPC and logs one line for it.
+
+    Every known method is covered; unknown ones (UNIMPLEMENTED from grpc) are not counted: their
+    names come from the caller, and labels must stay bounded.
+    """
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self.metrics = metrics
-        self._methods: dict[str, _Method] = {}
-        self._wrapped = WrappedHandlers()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        """Wrap the handler of every known method (unknown ones get UNIMPLEMENTED from grpc)."""
-        handler: Handler | None = await continuation(handler_call_details)
-        if handler is None:
-            # Not counted: the method name comes from the caller, and labels must stay bounded.
-            return handler  # type: ignore[return-value]
-        name = handler_call_details.method
-        return self._wrapped.get(name, handler, functools.partial(self._wrap, name))
-
-    def _wrap(self, name: str, handler: Handler) -> Handler:
-        method = self._methods.get(name) or self._method(name, handler)
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """Time the call, count its messages and its final code."""
+        observed = self._method(method, handler)
         return wrap_handler(
             handler,
-            functools.partial(self._observe, method, name),
-            on_serialized=method.count_sent,
-            on_deserialized=method.count_received,
+            functools.partial(self._observe, observed, method),
+            on_serialized=observed.count_sent,
+            on_deserialized=observed.count_received,
         )
 
     def _method(self, full_name: str, handler: Handler) -> _Method:
         service, _, name = full_name.lstrip("/").rpartition("/")
         labels = (grpc_type(handler), service, name)
         m = self.metrics
-        method = self._methods[full_name] = _Method(
+        return _Method(
             labels=labels,
             handled_counter=m.grpc_handled,
             started=m.grpc_started.labels(*labels),
             received=m.grpc_msg_received.labels(*labels),
             sent=m.grpc_msg_sent.labels(*labels),
             seconds=m.grpc_handling_seconds.labels(*labels),
-            quiet=full_name.startswith(_QUIET_SERVICES),
+            quiet=full_name.startswith(PROBE_METHODS),  # a kubelet's checks must not flood INFO,
         )
-        return method
 
     async def _observe(
         self, method: _Method, full_name: str, request: Any, context: Context, call_next: Next
@@ -146,12 +139,13 @@ def _log_call(level: int, method: str, code: grpc.StatusCode, seconds: float) ->
         "code": code.name,
         "duration_ms": round(seconds * 1e3, 3),
     }
-    if run_id := current_run_id.get():
-        fields["run_id"] = run_id
-    if (call := current_call.get()) is not None:
-        fields["cache"] = call.outcome
-    if tenant := current_tenant.get():
-        fields["tenant"] = tenant
+    if (call := calls.peek()) is not None:
+        if call.run_id:
+            fields["run_id"] = call.run_id
+        if call.cache_outcome is not None:
+            fields["cache"] = call.cache_outcome
+        if call.tenant:
+            fields["tenant"] = call.tenant
     tail = "".join(f" {k}={v}" for k, v in fields.items() if k in ("run_id", "cache", "tenant"))
     message = f"rpc {method} {code.name} {seconds * 1e3:.1f} ms{tail}"
     # makeRecord + handle: `Logger.log` would walk the stack to find a caller nobody prints.

@@ -34,10 +34,6 @@ class Store(Protocol):
         """Store `value` under `key` for `ttl_s` seconds, replacing any value or log there."""
         ...
 
-    async def delete(self, key: str) -> None:
-        """Remove `key` (a value or a log); a missing key is not an error."""
-        ...
-
     async def append(self, key: str, entries: Sequence[bytes], *, ttl_s: float) -> int:
         """Append `entries` to the log under `key` and return its new length (run event logs).
 

@@ -89,10 +89,6 @@ class MemoryStore:
         if size <= self.max_bytes:
             self._put(key, _Item(bytes(value), now + max(ttl_s, _MIN_TTL_S), size))
 
-    async def delete(self, key: str) -> None:
-        """Remove `key`; a missing key is not an error."""
-        self._drop(key)
-
     async def append(self, key: str, entries: Sequence[bytes], *, ttl_s: float) -> int:
         """Append to the log under `key`, renew its TTL, and return its new length."""
         item = self._live(key)

@@ -107,11 +107,6 @@ class RedisStore:
         async with self._guard("set"):
             await self._redis.set(self._prefix + key, value, px=_ms(ttl_s))
 
-    async def delete(self, key: str) -> None:
-        """DEL `key`; a missing key is not an error."""
-        async with self._guard("delete"):
-            await self._redis.delete(self._prefix + key)
-
     async def append(self, key: str, entries: Sequence[bytes], *, ttl_s: float) -> int:
         """RPUSH and PEXPIRE in one round trip; returns the log's new length."""
         name = self._prefix + key

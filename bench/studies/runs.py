@@ -1,0 +1,125 @@
+"""Redis round trips per streamed token: run logs written in batches vs one append per event.
+
+`python -m bench.studies.runs [--tokens N] [--pace-ms M] [--write]` drives the real RunManager and
+RunJournal on a real redis-server with a token stream (no gRPC, no model; a token every M ms, 0 =
+as fast as the event loop allows), as shipped (linger 50 ms), with the 5 ms linger the journal
+had before, and with one append per event (`max_batch=1`, no linger), and counts the commands
+Redis processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from time import perf_counter
+
+from redis.asyncio import Redis
+
+from bench._common import append_to_doc, command, heading, load_average, machine, start_redis
+from woolly_grpc._gen.woolly.v1 import agent_service_pb2
+from woolly_grpc.config import Settings
+from woolly_grpc.core import AgentResult, AgentType, Completed, Event, Started, TextDelta
+from woolly_grpc.runs import RunJournal, RunManager
+from woolly_grpc.runs.journal import log_key
+from woolly_grpc.store import RedisStore
+
+INTRO = "Run logs in Redis: round trips per streamed token, batched vs not."
+
+
+async def tokens(count: int, pace_s: float) -> AsyncIterator[Event]:
+    yield Started(model="bench", agent_type=AgentType.SUMMARIZER)
+    for i in range(count):
+        yield TextDelta(f"token {i} ", agent_type=AgentType.SUMMARIZER)
+        await asyncio.sleep(pace_s)  # a model's pace (0: as fast as the loop allows)
+    content = "".join(f"token {i} " for i in range(count))
+    yield Completed(AgentResult(AgentType.SUMMARIZER, content), agent_type=AgentType.SUMMARIZER)
+
+
+async def commands_processed(client: Redis) -> int:
+    stats = await client.info("stats")
+    return int(stats["total_commands_processed"])
+
+
+VARIANTS = {
+    "batched, linger 50 ms (as shipped)": (0.05, 512),
+    "batched, linger 5 ms (before)": (0.005, 512),
+    "one append per event": (0.0, 1),
+}
+
+
+async def measure(
+    url: str, count: int, pace_s: float, linger_s: float, max_batch: int
+) -> tuple[int, float]:
+    """(commands Redis processed for one run, seconds until its log was fully written)."""
+    store = RedisStore(url)
+    journal = RunJournal(
+        store, retention_s=60, linger_s=linger_s, recheck_s=1.0, max_batch=max_batch
+    )
+    runs = RunManager(journal, Settings(max_concurrent_runs=4, orphan_grace_s=60))
+    client = Redis.from_url(url)
+    try:
+        await runs.open()
+        before = await commands_processed(client)
+        began = perf_counter()
+        run_id, _ = runs.start(
+            method="StreamExecute",
+            request=agent_service_pb2.StreamExecuteRequest(),
+            repository="bench",
+            agent_types=[AgentType.SUMMARIZER],
+            events=lambda: tokens(count, pace_s),
+            tenant="",
+        )
+        await runs.wait(run_id, tenant="")
+        await runs.close()  # waits until the journal has written the whole log
+        elapsed = perf_counter() - began
+        used = await commands_processed(client) - before - 1  # the INFO call itself
+        assert len(await store.read(log_key(run_id))) == count + 2
+        return used, elapsed
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--pace-ms", type=float, default=5.0, help="between tokens")
+    parser.add_argument("--write", action="store_true", help="append to docs/performance.md")
+    args = parser.parse_args()
+    load = load_average()
+    async with contextlib.AsyncExitStack() as stack:
+        url = await start_redis(stack)
+        rows = []
+        for label, (linger_s, max_batch) in VARIANTS.items():
+            used, elapsed = await measure(url, args.tokens, args.pace_ms / 1e3, linger_s, max_batch)
+            rows.append((label, used, elapsed))
+    events = args.tokens + 2
+    lines = [
+        heading("Run logs in Redis"),
+        "",
+        f"Command: `{command('bench.studies.runs')}`",
+        "",
+        machine(load) + f" One run streaming {args.tokens} tokens ({events} events), one every "
+        f"{args.pace_ms:g} ms; commands counted with Redis' `total_commands_processed`.",
+        "",
+        "| log writes | Redis commands | per token | time to write the whole log |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, used, elapsed in rows:
+        lines.append(f"| {label} | {used} | {used / args.tokens:.2f} | {elapsed * 1000:.0f} ms |")
+    shipped, before, unbatched = (used for _, used, _ in rows)
+    lines += [
+        "",
+        f"As shipped, a run sends **{unbatched / max(shipped, 1):.0f}x** fewer commands than with "
+        f"one append per event, and {before / max(shipped, 1):.1f}x fewer than with a 5 ms linger.",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.write:
+        append_to_doc(report, INTRO)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,84 @@
+"""RunManager on its own (no gRPC): the edges the servicer cannot easily reach."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
+from woolly_grpc.config import Settings
+from woolly_grpc.core import AgentType, Event, Started, TextDelta
+from woolly_grpc.runs import RunJournal, RunManager
+from woolly_grpc.store import MemoryStore
+
+
+class SlowRequestStore(MemoryStore):
+    """Holds the write of a run's request until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def set(self, key: str, value: bytes, *, ttl_s: float) -> None:
+        if key.endswith(":request"):
+            self.holding.set()
+            await self.release.wait()
+        await super().set(key, value, ttl_s=ttl_s)
+
+
+async def endless() -> AsyncIterator[Event]:
+    yield Started(model="test", agent_type=AgentType.SUMMARIZER)
+    while True:
+        yield TextDelta("more ", agent_type=AgentType.SUMMARIZER)
+        await asyncio.sleep(0.01)
+
+
+def journal(store: MemoryStore) -> RunJournal:
+    return RunJournal(store, retention_s=60, linger_s=0.05, recheck_s=1.0)
+
+
+def start(runs: RunManager, *, flight_key: str | None = None, detach: bool = False):
+    return runs.start(
+        method="StreamExecute",
+        request=agent_service_pb2.StreamExecuteRequest(),
+        repository="r",
+        agent_types=[AgentType.SUMMARIZER],
+        events=endless,
+        tenant="",
+        flight_key=flight_key,
+        detach=detach,
+    )
+
+
+async def test_a_run_cancelled_while_its_request_is_saved_still_ends() -> None:
+    store = SlowRequestStore()
+    runs = RunManager(journal(store), Settings(max_concurrent_runs=1, orphan_grace_s=0))
+    run_id, _ = start(runs, flight_key="k")
+    await store.holding.wait()
+
+    ended = await runs.cancel(run_id, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
+
+    assert ended.status == run_pb2.RUN_STATUS_CANCELLED
+    assert runs.active == 0, "its concurrency slot is free again"
+    again, joined = start(runs, flight_key="k")
+    assert not joined and again != run_id, "nobody joins the dead run"
+    await runs.cancel(again, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
+    await runs.close()
+
+
+async def test_a_detached_caller_joining_a_run_keeps_it_going() -> None:
+    runs = RunManager(journal(MemoryStore()), Settings(max_concurrent_runs=4, orphan_grace_s=0))
+    run_id, _ = start(runs, flight_key="same")
+    joined_id, joined = start(runs, flight_key="same", detach=True)
+    assert joined and joined_id == run_id
+
+    runs.abandon(run_id, run_pb2.CANCEL_REASON_CLIENT)  # every caller has gone
+    follower = runs.follow(run_id)
+    seen = [await anext(follower) for _ in range(5)]  # it keeps producing events
+
+    assert len(seen) == 5
+    assert (await runs.get(run_id, tenant="")).status == run_pb2.RUN_STATUS_RUNNING
+    await follower.aclose()
+    await runs.cancel(run_id, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
+    await runs.close()

@@ -1,0 +1,51 @@
+"""Names of the wire API that the server, the client and the CLI share, each written once.
+
+Light on purpose (generated messages only): the client and the CLI import it without the server.
+"""
+
+from __future__ import annotations
+
+from ._gen.woolly.v1 import agent_pb2, agent_service_pb2
+
+SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+"""`woolly.v1.AgentService`."""
+
+CACHE_TRAILER = "woolly-cache"
+"""Trailing metadata of every cacheable call: `hit`, `miss`, `bypass` or `coalesced`."""
+AGE_TRAILER = "woolly-cache-age-s"
+"""Trailing metadata of a cache hit: the entry's age in whole seconds."""
+
+_PREFIX = "AGENT_TYPE_"
+_LABELS: dict[int, str] = {
+    value: name.removeprefix(_PREFIX).lower()
+    for name, value in agent_pb2.AgentType.items()
+    if value != agent_pb2.AGENT_TYPE_UNSPECIFIED
+}
+AGENT_TYPE_LABELS: tuple[str, ...] = tuple(_LABELS.values())
+"""Every built-in agent type by its short name (`simplifier`, …), in enum order."""
+
+
+def method_path(method: str) -> str:
+    """The full path of an AgentService method, e.g. `/woolly.v1.AgentService/Execute`."""
+    return f"/{SERVICE_NAME}/{method}"
+
+
+def agent_type_label(value: int) -> str:
+    """The short name of an AgentType value (`simplifier`); `unknown` for any other number."""
+    return _LABELS.get(value, "unknown")
+
+
+def agent_type_value(agent_type: str | int) -> agent_pb2.AgentType.ValueType:
+    """The AgentType value of a short name (`simplifier`), an enum name, or a number.
+
+    Raises:
+        ValueError: a name that is no agent type.
+    """
+    if isinstance(agent_type, int):
+        return agent_pb2.AgentType.ValueType(agent_type)
+    name = agent_type.upper()
+    try:
+        return agent_pb2.AgentType.Value(name if name.startswith(_PREFIX) else _PREFIX + name)
+    except ValueError:
+        known = ", ".join(AGENT_TYPE_LABELS)
+        raise ValueError(f"unknown agent type {agent_type!r}; known: {known}") from None

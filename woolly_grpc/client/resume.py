@@ -1,0 +1,98 @@
+"""Streams that survive a dropped link: a run's events exactly once, resumed with WatchRun."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
+from woolly_grpc.api import method_path
+
+RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+"""Errors of a stream that mean the link broke, not the run: resume with WatchRun."""
+
+Event = agent_service_pb2.WatchRunResponse
+"""Every run's stream, read as WatchRunResponse: a wire-compatible superset of the
+StreamExecute and ExecuteChain messages, so one reader handles every run."""
+
+
+def open_stream(
+    channel: aio.Channel, method: str, request: Any, **call: Any
+) -> aio.UnaryStreamCall[Any, Event]:
+    """Start a run's stream (`StreamExecute` or `ExecuteChain`) reading WatchRunResponse."""
+    callable_ = channel.unary_stream(
+        method_path(method),
+        request_serializer=type(request).SerializeToString,
+        response_deserializer=Event.FromString,
+    )
+    return callable_(request, **call)
+
+
+async def follow_run(
+    start: Callable[[], aio.UnaryStreamCall[Any, Event]],
+    watch: Callable[[str, int, float | None], aio.UnaryStreamCall[Any, Event]],
+    ready: Callable[[], Awaitable[None]],
+    *,
+    timeout: float | None = None,
+    max_resumes: int = 5,
+    ready_timeout: float = 30.0,
+) -> AsyncIterator[Event]:
+    """Yield a run's events exactly once, resuming with WatchRun when the link drops.
+
+    Args:
+        start: Starts the run's stream.
+        watch: `watch(run_id, after_sequence, timeout)` starts a WatchRun.
+        ready: Returns an awaitable that completes when the channel is connected again.
+        timeout: Deadline of the whole stream, resumes included (None = none).
+        max_resumes: Give up (raise the error) after this many resumes without progress.
+        ready_timeout: How long to wait for the server to be reachable again, per resume.
+
+    Raises:
+        aio.AioRpcError: any error but a dropped link, a drop before the run id was known, or a
+            drop after `max_resumes` resumes in a row without a new event. A run that failed or
+            was cancelled while it was followed by WatchRun raises the error its own stream
+            would have ended with (WatchRun reports it as a `failed` / `cancelled` event).
+    """
+    loop_time = asyncio.get_running_loop().time
+    deadline = None if timeout is None else loop_time() + timeout
+    run_id, last, failures = "", 0, 0
+    call = start()
+    while True:
+        try:
+            async for message in call:
+                if message.sequence <= last:
+                    continue  # already seen before the drop: never twice
+                run_id, last, failures = message.run_id, message.sequence, 0
+                if (ending := _ending_error(message)) is not None:
+                    raise ending
+                yield message
+            return
+        except aio.AioRpcError as error:
+            if error.code() not in RESUMABLE_CODES or not run_id or failures >= max_resumes:
+                raise
+            failures += 1
+        finally:
+            call.cancel()
+        remaining = None if deadline is None else max(deadline - loop_time(), 0.0)
+        wait = ready_timeout if remaining is None else min(ready_timeout, remaining)
+        try:
+            await asyncio.wait_for(ready(), wait)
+        except TimeoutError:
+            pass  # the WatchRun below then fails, counted against max_resumes
+        call = watch(run_id, last, None if deadline is None else max(deadline - loop_time(), 0.0))
+
+
+def _ending_error(message: Event) -> aio.AioRpcError | None:
+    """The status a run's own stream ends with, for WatchRun's `failed` / `cancelled` events."""
+    kind = message.WhichOneof("event")
+    if kind == "failed":
+        code = next((c for c in grpc.StatusCode if c.value[0] == message.failed.code), None)
+        return aio.AioRpcError(code or grpc.StatusCode.UNKNOWN, details=message.failed.message)
+    if kind == "cancelled":
+        reason = run_pb2.CancelReason.Name(message.cancelled.reason)
+        return aio.AioRpcError(grpc.StatusCode.CANCELLED, details=f"run cancelled ({reason})")
+    return None

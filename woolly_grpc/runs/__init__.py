@@ -1,0 +1,11 @@
+"""Runs: every execution is a task whose numbered events any reader replays and follows.
+
+`manager.RunManager` starts, finds, follows and cancels runs; `owned.OwnedRun` is a run this
+replica executes; `journal.RunJournal` shares runs with other replicas through the store;
+`flights.Flights` lets identical calls share the run in flight.
+"""
+
+from .journal import RunJournal
+from .manager import CONTROL_CHANNEL, EventSource, RunManager, RunObserver
+
+__all__ = ["CONTROL_CHANNEL", "EventSource", "RunJournal", "RunManager", "RunObserver"]

@@ -1,0 +1,319 @@
+"""Where saved agents live: SQLAlchemy 2 async over SQLite (aiosqlite) or PostgreSQL (asyncpg).
+
+One table, created at start-up. Every query is scoped by tenant. A name is unique per
+(tenant, repository) through a unique constraint, so two replicas racing to create the same
+name cannot both win. Updates are compare-and-set on `revision`. Lists page by keyset on
+(create_time, id), with the position in an opaque token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    delete,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from woolly_grpc.core import AgentType, AlreadyExists, InvalidInput, NotFound, Unavailable
+
+from .rules import AgentFields, AgentPage, AgentRecord
+
+DatabaseKind = Literal["sqlite", "postgresql"]
+_SCHEMA_LOCK = 0x776F6F6C6C79  # "woolly": replicas starting together create the schema once
+_CONNECT_TIMEOUT_S = 10.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _AgentRow(_Base):
+    __tablename__ = "saved_agents"
+    __table_args__ = (
+        UniqueConstraint("tenant", "repository", "name", name="uq_saved_agents_name"),
+        Index("ix_saved_agents_order", "tenant", "create_time", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    system_prompt: Mapped[str] = mapped_column(Text)
+    base_type: Mapped[str] = mapped_column(String(32))
+    tools: Mapped[list[str]] = mapped_column(JSON)
+    repository: Mapped[str] = mapped_column(String(200))
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revision: Mapped[int] = mapped_column(Integer)
+
+
+def async_database_url(url: str) -> URL:
+    """The async-driver URL of what users write: `sqlite:///…`, `postgresql://…` and the like.
+
+    Raises:
+        ValueError: not a URL, or not SQLite or PostgreSQL.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL ({exc})") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        query = dict(parsed.query)
+        if "sslmode" in query:  # libpq's name; asyncpg calls it `ssl`
+            query["ssl"] = query.pop("sslmode")
+        return parsed.set(drivername="postgresql+asyncpg", query=query)
+    raise ValueError("use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+
+
+class AgentDatabase:
+    """Saved agent definitions in a SQL database.
+
+    Args:
+        url: A SQLite or PostgreSQL URL, sync style or with an async driver.
+
+    Raises:
+        ValueError: for a URL it cannot use (nothing is connected yet).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = async_database_url(url)
+        self.kind: DatabaseKind = (
+            "sqlite" if self.url.get_backend_name() == "sqlite" else "postgresql"
+        )
+        if self.kind == "sqlite":
+            connect_args = {"timeout": 30.0}  # seconds a writer waits for SQLite's lock
+        else:
+            connect_args = {"timeout": _CONNECT_TIMEOUT_S}
+        self._engine = create_async_engine(
+            self.url, pool_pre_ping=self.kind == "postgresql", connect_args=connect_args
+        )
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for logs and errors."""
+        return self.url.render_as_string(hide_password=True)
+
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing (Unavailable if that fails)."""
+        database = self.url.database
+        if self.kind == "sqlite" and database and not Path(database).parent.is_dir():
+            # Checked before connecting: a failed aiosqlite connect leaves a worker thread that
+            # can print a traceback after the event loop is gone.
+            raise Unavailable(
+                f"cannot open the saved-agents database {self.display_url}: unable to open "
+                f"database file (no directory {Path(database).parent})"
+            )
+        async with self._errors("open"), self._engine.begin() as connection:
+            if self.kind == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                )
+            await connection.run_sync(_Base.metadata.create_all)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        """Run a trivial query (Unavailable if the database does not answer)."""
+        async with self._errors("reach"), self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def insert(self, tenant: str, agent: AgentFields) -> AgentRecord:
+        """Store a new definition with a fresh id and revision 1."""
+        now = datetime.now(UTC)
+        row = _AgentRow(
+            id=uuid.uuid4().hex,
+            tenant=tenant,
+            create_time=now,
+            update_time=now,
+            revision=1,
+            **_columns(agent),
+        )
+        try:
+            async with self._errors("write"), self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError as exc:
+            raise _name_taken(agent) from exc
+        return _record(row)
+
+    async def get(self, tenant: str, agent_id: str) -> AgentRecord:
+        """The definition with this id in this tenant (NotFound otherwise)."""
+        found = await self.get_many(tenant, {agent_id})
+        if agent_id not in found:
+            raise NotFound("agent", agent_id)
+        return found[agent_id]
+
+    async def get_many(self, tenant: str, agent_ids: Collection[str]) -> dict[str, AgentRecord]:
+        """The definitions among these ids that exist in this tenant, by id."""
+        query = select(_AgentRow).where(_AgentRow.tenant == tenant, _AgentRow.id.in_(agent_ids))
+        async with self._errors("read"), self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return {row.id: _record(row) for row in rows}
+
+    async def revisions(self, tenant: str, agent_ids: Collection[str]) -> dict[str, int]:
+        """The current revision of each of these ids that exists in this tenant."""
+        query = select(_AgentRow.id, _AgentRow.revision).where(
+            _AgentRow.tenant == tenant, _AgentRow.id.in_(agent_ids)
+        )
+        async with self._errors("read"), self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return {agent_id: revision for agent_id, revision in rows}
+
+    async def page(self, tenant: str, repository: str, size: int, token: str) -> AgentPage:
+        """Up to `size` definitions after the token's position, oldest first.
+
+        With a repository, only agents scoped to it or to no repository are listed.
+        """
+        query = select(_AgentRow).where(_AgentRow.tenant == tenant)
+        if repository:
+            query = query.where(_AgentRow.repository.in_((repository, "")))
+        if token:
+            after_time, after_id = _decode_token(token, repository)
+            query = query.where(
+                or_(
+                    _AgentRow.create_time > after_time,
+                    and_(_AgentRow.create_time == after_time, _AgentRow.id > after_id),
+                )
+            )
+        query = query.order_by(_AgentRow.create_time, _AgentRow.id).limit(size + 1)
+        async with self._errors("read"), self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+        records = tuple(_record(row) for row in rows[:size])
+        more = len(rows) > size
+        return AgentPage(records, _encode_token(records[-1], repository) if more else "")
+
+    async def replace(
+        self, tenant: str, current: AgentRecord, agent: AgentFields
+    ) -> AgentRecord | None:
+        """Write new fields if the stored revision is still `current`'s; None if it is not."""
+        now = datetime.now(UTC)
+        values = _columns(agent) | {"update_time": now, "revision": current.revision + 1}
+        query = (
+            update(_AgentRow)
+            .where(
+                _AgentRow.tenant == tenant,
+                _AgentRow.id == current.id,
+                _AgentRow.revision == current.revision,
+            )
+            .values(**values)
+        )
+        try:
+            async with self._errors("write"), self._sessions.begin() as session:
+                changed = (await session.execute(query.returning(_AgentRow.id))).first()
+        except IntegrityError as exc:
+            raise _name_taken(agent) from exc
+        if changed is None:
+            return None
+        return AgentRecord(current.id, agent, current.create_time, now, current.revision + 1)
+
+    async def delete(self, tenant: str, agent_id: str) -> None:
+        """Delete a definition (NotFound if there is none)."""
+        query = delete(_AgentRow).where(_AgentRow.tenant == tenant, _AgentRow.id == agent_id)
+        async with self._errors("write"), self._sessions.begin() as session:
+            deleted = (await session.execute(query.returning(_AgentRow.id))).first()
+        if deleted is None:
+            raise NotFound("agent", agent_id)
+
+    @asynccontextmanager
+    async def _errors(self, operation: str) -> AsyncIterator[None]:
+        """Database failures as Unavailable; a unique violation goes through untouched."""
+        try:
+            yield
+        except IntegrityError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise Unavailable(
+                f"cannot {operation} the saved-agents database {self.display_url}: "
+                f"{_first_line(exc)}"
+            ) from exc
+
+
+def _columns(agent: AgentFields) -> dict[str, object]:
+    assert agent.base_type is not None, "validated before it is stored"
+    return {
+        "name": agent.name,
+        "description": agent.description,
+        "system_prompt": agent.system_prompt,
+        "base_type": agent.base_type.value,
+        "tools": list(agent.tools),
+        "repository": agent.repository,
+        "is_active": agent.is_active,
+    }
+
+
+def _record(row: _AgentRow) -> AgentRecord:
+    fields = AgentFields(
+        name=row.name,
+        base_type=AgentType(row.base_type),
+        description=row.description,
+        system_prompt=row.system_prompt,
+        tools=tuple(row.tools),
+        repository=row.repository,
+        is_active=row.is_active,
+    )
+    return AgentRecord(row.id, fields, _utc(row.create_time), _utc(row.update_time), row.revision)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite keeps no time zone; every stored time is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _name_taken(agent: AgentFields) -> AlreadyExists:
+    return AlreadyExists("agent", agent.name)
+
+
+def _encode_token(last: AgentRecord, repository: str) -> str:
+    micros = (last.create_time - _EPOCH) // _MICROSECOND
+    raw = json.dumps({"r": repository, "t": micros, "i": last.id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, repository: str) -> tuple[datetime, str]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        micros, after_id, issued_for = int(raw["t"]), str(raw["i"]), str(raw["r"])
+        after = _EPOCH + micros * _MICROSECOND
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise InvalidInput.one("page_token", "is not a token ListAgents returned") from exc
+    if issued_for != repository:
+        raise InvalidInput.one(
+            "page_token", "was issued for another repository; list with the same repository"
+        )
+    return after, after_id
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
