@@ -16,10 +16,9 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
-from woolly_grpc._gen.woolly.v1 import agent_pb2
-from woolly_grpc.client import agent_type_value
+from woolly_grpc.api import AGENT_TYPE_LABELS, agent_type_value
 
-ALL_TYPES = [n.removeprefix("AGENT_TYPE_").lower() for n in agent_pb2.AgentType.keys()][1:]
+ALL_TYPES = list(AGENT_TYPE_LABELS)
 
 
 async def assert_eventually(

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+from .api import VERSION as __version__
 from .client import WoollyClient
 from .config import Settings
 
 if TYPE_CHECKING:
     from .server import build, serve
     from .testing import running_server
-
-try:
-    __version__ = version("woolly-grpc")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
 
 __all__ = ["Settings", "WoollyClient", "__version__", "build", "running_server", "serve"]
 

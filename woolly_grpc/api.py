@@ -5,7 +5,15 @@ Light on purpose (generated messages only): the client and the CLI import it wit
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from ._gen.woolly.v1 import agent_pb2, agent_service_pb2
+
+try:
+    VERSION = version("woolly-grpc")
+    """The installed package's version (GetServerStatus reports it)."""
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    VERSION = "0.0.0"
 
 SERVICE_NAME = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 """`woolly.v1.AgentService`."""

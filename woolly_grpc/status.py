@@ -17,8 +17,8 @@ import psutil
 from google.protobuf import duration_pb2
 from pydantic_ai.mcp import MCPToolset
 
-from . import __version__
 from ._gen.woolly.v1 import agent_service_pb2 as pb
+from .api import VERSION
 from .cache import ResultCache
 from .observability import Metrics
 from .runs import RunManager
@@ -87,7 +87,7 @@ class StatusReporter:
         stats = self.cache.stats
         looked_up = stats.hits + stats.misses
         return pb.GetServerStatusResponse(
-            version=__version__,
+            version=VERSION,
             uptime=_duration(time.monotonic() - self._began),
             model=self.model,
             serving=self.serving,

@@ -17,8 +17,9 @@ from grpc import aio
 from bench._common import Ratio
 from bench.peers import fastapi_sse as peer
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
+from woolly_grpc.api import method_path
 
-SERVICE = "/woolly.v1.AgentService/"
+SERVICE = method_path("")
 CALLERS = 64
 LIVE_CHUNKS = 200
 Report = tuple[str, list[Ratio]]

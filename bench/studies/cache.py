@@ -24,11 +24,12 @@ from bench import _common as common
 from bench._common import call, pcts
 from bench.baseline_echo import STREAM, UNARY, stream_request
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
+from woolly_grpc.api import method_path
 from woolly_grpc.cache import Entry, decode_entry, encode_entry, key_for
 from woolly_grpc.core import PROMPT_VERSION
 from woolly_grpc.interceptors.caching import key_payload
 
-SERVICE = "/woolly.v1.AgentService/"
+SERVICE = method_path("")
 CALLERS, SLOW_MODEL_MS, HITS_PER_MISS = 64, 500, 5
 EXECUTE = agent_service_pb2.ExecuteRequest(
     repository_name="calculator",

@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench import _common as common
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
+from woolly_grpc.api import method_path
 
 pb = agent_service_pb2
 Code = grpc.StatusCode
@@ -167,7 +168,7 @@ class Soak:
         method, request, code = self.rng.choice(self.bad)
         try:
             if isinstance(request, bytes):
-                raw: Any = self.channel.unary_unary(f"/woolly.v1.AgentService/{method}")
+                raw: Any = self.channel.unary_unary(method_path(method))
                 await raw(request, timeout=TIMEOUT)
             elif method in ("WatchRun", "ExecuteChain"):
                 async for _ in getattr(self.stub, method)(request, timeout=TIMEOUT):

@@ -15,7 +15,7 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis import asyncio as redis_asyncio
 
-from tests.helpers import assert_eventually, trailers, type_value
+from tests.helpers import assert_eventually, read, read_rest, trailers, type_value
 from tests.support.redis_server import RedisServer, running_redis
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from woolly_grpc.api import AGE_TRAILER, CACHE_TRAILER
@@ -294,6 +294,101 @@ async def test_chain_steps_are_cached_one_by_one(settings: Settings, cache_url: 
     assert not results[1].cached and results[1].content == "tester says hi"
 
 
+class StepModel:
+    """Answers as the summarizer or the tester, counting calls; the tester fails while `broken`."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.broken = False
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        kind = "tester" if "write tests" in (info.instructions or "") else "summarizer"
+        self.calls.append(kind)
+        if kind == "tester" and self.broken:
+            raise RuntimeError("tester broke")
+        yield f"{kind} #{self.calls.count(kind)}"
+
+
+def chain_request(**options: Any) -> agent_service_pb2.ExecuteChainRequest:
+    return agent_service_pb2.ExecuteChainRequest(
+        repository_name="calculator",
+        agent_chain=[type_value("summarizer"), type_value("tester")],
+        user_query="steps",
+        options=agent_pb2.RunOptions(**options),
+    )
+
+
+async def run_chain(srv: RunningServer, request) -> list[agent_pb2.AgentResult]:
+    messages = [m async for m in srv.stub.ExecuteChain(request, timeout=30)]
+    return list(messages[-1].chain_completed.results)
+
+
+async def watch_to_end(srv: RunningServer, run_id: str) -> None:
+    request = agent_service_pb2.WatchRunRequest(run_id=run_id)
+    kinds = [m.WhichOneof("event") async for m in srv.stub.WatchRun(request, timeout=30)]
+    assert kinds[-1] == "chain_completed", kinds
+
+
+async def test_retry_run_reruns_every_step_and_writes_them_fresh(
+    settings: Settings, cache_url: str
+) -> None:
+    """RetryRun runs fresh (no step from the cache) and leaves its steps for the next call."""
+    model = StepModel()
+    update = {"cache_url": cache_url}
+    model_ = FunctionModel(stream_function=model.stream)
+    async with running_server(settings.model_copy(update=update), model=model_) as srv:
+        model.broken = True
+        call = srv.stub.ExecuteChain(chain_request(), timeout=30)
+        failed_run_id = (await read(call)).run_id
+        with pytest.raises(aio.AioRpcError):
+            await read_rest(call)
+        model.broken = False
+
+        retry = agent_service_pb2.RetryRunRequest(run_id=failed_run_id)
+        await watch_to_end(srv, (await srv.stub.RetryRun(retry, timeout=30)).run.id)
+        assert model.calls == ["summarizer", "tester", "summarizer", "tester"], (
+            "the retry reran step 0 although the failed run had cached it"
+        )
+
+        results = await run_chain(srv, chain_request())
+
+    assert model.calls == ["summarizer", "tester", "summarizer", "tester"], "nothing ran again"
+    assert [(r.content, r.cached) for r in results] == [
+        ("summarizer #2", True),
+        ("tester #2", True),  # its first call was the one that failed
+    ], "both steps come from what the retry wrote"
+
+
+async def test_a_bypassing_run_retried_still_bypasses_the_step_cache(settings: Settings) -> None:
+    model = StepModel()
+    model_ = FunctionModel(stream_function=model.stream)
+    async with running_server(settings, model=model_) as srv:
+        first = await srv.stub.Execute(execute_request("warm the step cache"), timeout=30)
+        assert first.result.content  # (an Execute does not touch chain steps)
+        messages = [m async for m in srv.stub.ExecuteChain(chain_request(cache_policy=BYPASS))]
+        retry = agent_service_pb2.RetryRunRequest(run_id=messages[0].run_id)
+        await watch_to_end(srv, (await srv.stub.RetryRun(retry, timeout=30)).run.id)
+        results = await run_chain(srv, chain_request())
+
+    assert [r.cached for r in results] == [False, False], "neither bypassing run wrote a step"
+    assert model.calls.count("summarizer") == 1 + 3, "Execute, chain, retry, chain: all ran it"
+
+
+async def test_with_the_cache_off_chain_steps_are_neither_read_nor_written(
+    settings: Settings,
+) -> None:
+    model = StepModel()
+    update = {"cache_enabled": False}
+    model_ = FunctionModel(stream_function=model.stream)
+    async with running_server(settings.model_copy(update=update), model=model_) as srv:
+        first = await run_chain(srv, chain_request())
+        second = await run_chain(srv, chain_request())
+
+    assert model.calls == ["summarizer", "tester"] * 2
+    assert not any(r.cached for r in [*first, *second])
+    assert [r.content for r in second] == ["summarizer #2", "tester #2"]
+
+
 async def test_redis_outage_never_fails_a_call(settings: Settings) -> None:
     async with running_redis() as redis_server:
         await _outage(settings, redis_server)
@@ -425,7 +520,7 @@ async def test_hot_entries_are_answered_without_a_redis_round_trip(
         assert theirs.run_id == produced.run_id, "the other replica's copy lags by its TTL"
 
 
-async def test_a_refresh_elsewhere_shows_up_once_the_local_copy_expires(
+async def test_a_refresh_elsewhere_shows_up_once_the_hot_copy_expires(
     settings: Settings, redis_server: RedisServer
 ) -> None:
     async with _two_replicas(settings, redis_server, 0.05) as (first, second):
@@ -442,7 +537,7 @@ async def test_a_refresh_elsewhere_shows_up_once_the_local_copy_expires(
         await assert_eventually(second_sees_it)
 
 
-async def test_the_local_copy_never_outlives_a_shorter_cache_ttl(
+async def test_the_hot_copy_never_outlives_a_shorter_cache_ttl(
     settings: Settings, redis_server: RedisServer
 ) -> None:
     await redis_server.flush()
