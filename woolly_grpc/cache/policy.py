@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from google.protobuf import duration_pb2
@@ -45,10 +46,10 @@ class CachePolicy:
         Raises:
             InvalidInput: a negative or malformed `cache_ttl` / `cache_max_age`.
         """
-        # An unknown policy number reads and writes, like CACHE_POLICY_UNSPECIFIED.
-        read, write, only_cached = _BY_POLICY.get(options.cache_policy, (True, True, False))
+        policy = _known(options.cache_policy)
         if not (options.HasField("cache_ttl") or options.HasField("cache_max_age")):
-            return cls(read, write, only_cached, default_ttl_s)  # the usual call: nothing to check
+            return _plain(policy, default_ttl_s)  # the usual call: nothing to check
+        read, write, only_cached = _BY_POLICY[policy]
         problems = {
             name: problem
             for name in ("cache_ttl", "cache_max_age")
@@ -67,6 +68,19 @@ class CachePolicy:
     def accepts(self, entry: Entry, now: float) -> bool:
         """Whether `entry` is young enough for this call."""
         return self.max_age_s <= 0 or entry.age_s(now) <= self.max_age_s
+
+
+def _known(policy: int) -> agent_pb2.CachePolicy.ValueType:
+    """The policy, or UNSPECIFIED (read and write) for a number this server does not know."""
+    if policy in _BY_POLICY:
+        return agent_pb2.CachePolicy.ValueType(policy)
+    return agent_pb2.CACHE_POLICY_UNSPECIFIED
+
+
+@functools.cache  # bounded: four policies, and the server's one default TTL
+def _plain(policy: agent_pb2.CachePolicy.ValueType, ttl_s: float) -> CachePolicy:
+    """The policy of a call that gives no durations, made once."""
+    return CachePolicy(*_BY_POLICY[policy], ttl_s)
 
 
 def _duration_problem(value: duration_pb2.Duration) -> str | None:

@@ -88,12 +88,13 @@ class WrappingInterceptor(aio.ServerInterceptor):
     ) -> Handler:
         """The method's handler, wrapped if this interceptor covers it."""
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # type: ignore[return-value]  # grpc answers UNIMPLEMENTED
         method = handler_call_details.method
-        if handler is None or not self.covers(method, handler):
-            return handler  # type: ignore[return-value]  # None: grpc answers UNIMPLEMENTED
         made = self._by_method.get(method)
-        if made is None or made[0] is not handler:  # made again only for a new handler
-            made = self._by_method[method] = (handler, self.wrap(method, handler))
+        if made is None or made[0] is not handler:  # decided again only for a new handler
+            wrapped = self.wrap(method, handler) if self.covers(method, handler) else handler
+            made = self._by_method[method] = (handler, wrapped)
         return made[1]
 
     def covers(self, method: str, handler: Handler) -> bool:
