@@ -76,18 +76,45 @@ async def test_a_later_step_sees_earlier_results_in_prompt_and_context(settings:
         request = chain_request(["summarizer", "tester", "documentation"])
         messages = [m async for m in srv.stub.ExecuteChain(request, timeout=30)]
 
-    assert messages[-1].chain_completed.results[2].content == "answer 3"
+    final = messages[-1].chain_completed
+    assert final.results[2].content == "answer 3"
     assert "answer 1" not in prompts[0]
     third = prompts[2]
     assert "### Step 0: summarizer\nanswer 1" in third
     assert "### Step 1: tester\nanswer 2" in third
-    context = json.loads(third.split("## Context\n```json\n")[1].split("```")[0])
-    assert context == {
+    # Each earlier result reaches the model once: under "Earlier results", not again in the
+    # context JSON (the step's context still holds them, as the final context shows).
+    assert third.count("answer 1") == 1 and third.count("answer 2") == 1
+    assert "## Context" not in third
+    assert json_format.MessageToDict(final.final_context) == {
         "agent_0_result": "answer 1",
         "agent_0_type": "summarizer",
         "agent_1_result": "answer 2",
         "agent_1_type": "tester",
+        "agent_2_result": "answer 3",
+        "agent_2_type": "documentation",
     }
+
+
+async def test_the_callers_context_stays_in_the_prompt_beside_earlier_results(
+    settings: Settings,
+) -> None:
+    prompts: list[str] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        request = messages[-1]
+        assert isinstance(request, ModelRequest)
+        prompts.append(next(str(p.content) for p in request.parts if isinstance(p, UserPromptPart)))
+        yield f"answer {len(prompts)}"
+
+    async with running_server(settings, model=FunctionModel(stream_function=model)) as srv:
+        request = chain_request(["summarizer", "tester"])
+        request.context.update({"ticket": "W-7"})
+        [m async for m in srv.stub.ExecuteChain(request, timeout=30)]
+
+    second = prompts[1]
+    context = json.loads(second.split("## Context\n```json\n")[1].split("```")[0])
+    assert context == {"ticket": "W-7"} and second.count("answer 1") == 1
 
 
 async def test_parallel_steps_run_concurrently(settings: Settings) -> None:

@@ -1,16 +1,17 @@
-"""Faults of what the server depends on: the model provider, Redis, the MCP server, the database."""
+"""Faults of what the server depends on: Redis, the MCP server, the database.
+
+The model provider's faults are tested over its real wire protocol in test_providers.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from grpc import aio
-from pydantic_ai import exceptions as ai
 from pydantic_ai.messages import ModelMessage, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
@@ -29,88 +30,6 @@ def execute_request(query: str) -> agent_service_pb2.ExecuteRequest:
     return agent_service_pb2.ExecuteRequest(
         repository_name="calculator", agent_type=type_value("summarizer"), user_query=query
     )
-
-
-def http(category: type[ai.ModelAPIError] | None, status: int, body: object) -> ai.ModelHTTPError:
-    return ai.ModelHTTPError.for_category(
-        category,  # type: ignore[arg-type]
-        status_code=status,
-        model_name="gpt-test",
-        body=body,
-    )
-
-
-@dataclass
-class Failing:
-    """A model that raises whatever the test put in `error`."""
-
-    error: Exception | None = None
-
-    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        if self.error is not None:
-            raise self.error
-        yield "no error was set"
-
-
-@pytest.fixture(scope="module")
-async def failing(settings: Settings) -> AsyncIterator[tuple[RunningServer, Failing]]:
-    model = Failing()
-    async with running_server(settings, model=FunctionModel(stream_function=model.stream)) as srv:
-        yield srv, model
-
-
-PROVIDER_FAILURES = {
-    "429": (
-        http(ai.ModelRateLimitError, 429, {"error": {"message": "Rate limit reached for gpt"}}),
-        S.UNAVAILABLE,
-        "retry later (model gpt-test, HTTP 429): Rate limit reached for gpt",
-    ),
-    "500": (
-        http(ai.ModelServerError, 500, {"error": {"message": "The server had an error"}}),
-        S.UNAVAILABLE,
-        "HTTP 500): The server had an error",
-    ),
-    "503": (http(ai.ModelUnavailableError, 503, "upstream down"), S.UNAVAILABLE, "upstream down"),
-    "uncategorised 502": (http(None, 502, None), S.UNAVAILABLE, "HTTP 502): no explanation"),
-    "401": (
-        http(
-            ai.ModelAuthenticationError,
-            401,
-            {"error": {"message": "Incorrect API key provided: sk-abc***wxyz"}},
-        ),
-        S.FAILED_PRECONDITION,
-        "rejected this server's credentials (model gpt-test, HTTP 401)",
-    ),
-    "400": (http(None, 400, "bad things"), S.FAILED_PRECONDITION, "refused the call"),
-    "connect timeout": (
-        ai.ModelTimeoutError("gpt-test", "Request timed out."),
-        S.UNAVAILABLE,
-        "retry later (model gpt-test): Request timed out.",
-    ),
-    "request timeout": (ai.ModelRequestTimeout("gpt-test", 30.0), S.UNAVAILABLE, "30 seconds"),
-    "malformed output": (
-        ai.UnexpectedModelBehavior("Exceeded maximum retries (1) for output", body="{not json"),
-        S.INTERNAL,
-        "could not be used: Exceeded maximum retries (1) for output",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", PROVIDER_FAILURES)
-async def test_provider_failures_get_mapped_codes_and_readable_messages(
-    failing: tuple[RunningServer, Failing], case: str
-) -> None:
-    srv, model = failing
-    model.error, code, said = PROVIDER_FAILURES[case]
-
-    with pytest.raises(aio.AioRpcError) as caught:
-        await srv.stub.Execute(execute_request(f"provider {case}"), timeout=10)
-    message = details(caught.value)
-
-    assert caught.value.code() == code, message
-    assert said in message
-    assert "\n" not in message and len(message) < 300
-    assert "status_code:" not in message and "sk-abc" not in message and "{not json" not in message
 
 
 async def test_a_slow_redis_costs_caching_not_calls(settings: Settings) -> None:

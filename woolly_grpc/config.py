@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ModelList = Annotated[tuple[str, ...], NoDecode]
+"""Model specs given comma-separated (`openai-chat:a,openai-chat:b`), not as JSON."""
 
 
 class Settings(BaseSettings):
@@ -26,7 +29,21 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535)
     """Port of the Prometheus `/metrics` endpoint (on `host`); 0 turns it off."""
     model: str = "local"
-    """`local` (the offline engine) or a pydantic-ai model name such as `openai:gpt-4o-mini`."""
+    """`local` (the offline engine) or a pydantic-ai model name: `openai-chat:NAME` for Chat
+    Completions servers (OpenAI, vLLM, Ollama, llama.cpp; `OPENAI_BASE_URL` says where),
+    `openai:NAME` for OpenAI's Responses API."""
+    models: ModelList = ()
+    """Further models saved agents may name, comma-separated (the server's model always may)."""
+    model_fallbacks: ModelList = ()
+    """Models tried in order, comma-separated, when a provider model fails before answering in a
+    way that may pass (rate limited, 5xx, unreachable, unreadable) or its quota is exhausted."""
+    model_retries: int = Field(2, ge=0, le=10)
+    """Retries of a model request that failed in a way that may pass, before its answer began."""
+    model_retry_max_wait_s: float = Field(10.0, ge=0)
+    """Longest wait before one retry; a provider asking to wait longer (Retry-After) is not
+    retried: the caller gets UNAVAILABLE with that delay as RetryInfo."""
+    tool_retries: int = Field(2, ge=0, le=10)
+    """How often a tool call with bad arguments goes back to the model to be corrected."""
     repos_root: Path = Path()
     """The directory whose subdirectories are the repositories the tools may read."""
     cache_url: str = "memory://"
@@ -126,6 +143,13 @@ class Settings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("WOOLLY_TLS_CLIENT_CA needs WOOLLY_TLS_CERT and WOOLLY_TLS_KEY")
         return self
+
+    @field_validator("models", "model_fallbacks", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -19,10 +19,10 @@ from .core import (
     FailedPrecondition,
     InvalidInput,
     LimitExceeded,
-    ModelFailed,
     NotFound,
     OutOfRange,
     Overloaded,
+    QuotaExhausted,
     Unavailable,
 )
 from .store import StoreError
@@ -46,7 +46,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (LimitExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ModelFailed, grpc.StatusCode.INTERNAL),
+    (QuotaExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
@@ -56,8 +56,6 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
 def to_status(exc: BaseException, run_id: str = "") -> status_pb2.Status:
     """The google.rpc.Status a caller gets for `exc`; unknown exceptions become INTERNAL."""
     code = next((code for cls, code in _CODES if isinstance(exc, cls)), None)
-    if isinstance(exc, Unavailable) and not exc.retryable:
-        code = grpc.StatusCode.FAILED_PRECONDITION
     if code is None:
         # A bug: the caller gets an id to quote, the traceback stays in our log.
         _log.error("unexpected error in run %s", run_id or "-", exc_info=exc)
@@ -66,9 +64,10 @@ def to_status(exc: BaseException, run_id: str = "") -> status_pb2.Status:
     status = status_pb2.Status(code=code.value[0], message=_cut(str(exc), MAX_MESSAGE_BYTES))
     if isinstance(exc, InvalidInput):
         _pack(status, _bad_request(exc))
-    if isinstance(exc, Overloaded):
+    retry_after_s = exc.retry_after_s if isinstance(exc, Overloaded | Unavailable) else None
+    if retry_after_s is not None:
         delay = duration_pb2.Duration()
-        delay.FromTimedelta(timedelta(seconds=exc.retry_after_s))
+        delay.FromTimedelta(timedelta(seconds=retry_after_s))
         _pack(status, error_details_pb2.RetryInfo(retry_delay=delay))
     return status
 
@@ -99,9 +98,18 @@ def _pack(status: status_pb2.Status, detail: Message) -> None:
     status.details.append(packed)
 
 
-async def abort(context: aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
-    """End the call with `status` (raises grpc's AbortError)."""
-    await context.abort_with_status(rpc_status.to_status(status))
+async def abort(
+    context: aio.ServicerContext[Any, Any],
+    status: status_pb2.Status,
+    trailers: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """End the call with `status`, and these trailers too (raises grpc's AbortError)."""
+    grpc_status = rpc_status.to_status(status)
+    if trailers:
+        grpc_status = grpc_status._replace(  # type: ignore[attr-defined]  # a namedtuple
+            trailing_metadata=(*grpc_status.trailing_metadata, *trailers)
+        )
+    await context.abort_with_status(grpc_status)
 
 
 class map_core_errors:

@@ -22,14 +22,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from ._gen.woolly.v1 import run_pb2
 from .api import agent_type_label
 from .core import (
-    AgentResult,
     AgentType,
-    Completed,
     Event,
     StepCompleted,
     StepStarted,
     TextDelta,
     ToolCall,
+    UsageMeter,
 )
 
 if TYPE_CHECKING:
@@ -136,8 +135,14 @@ class Metrics:
         )
         self.agent_tokens = Counter(
             "agent_tokens",
-            "Model tokens of finished agents (cached results excluded).",
+            "Model tokens of ended runs, however they ended (cached results excluded).",
             ["agent_type", "direction"],
+            registry=registry,
+        )
+        self.agent_model_retries = Counter(
+            "agent_model_retries",
+            "Model requests retried by the service, by why the attempt before failed.",
+            ["reason"],
             registry=registry,
         )
         self.agent_tool_calls = Counter(
@@ -209,32 +214,28 @@ class AgentMetrics:
                     m.agent_ttft.labels(_agent_label(event.agent_type)).observe(now - timing.began)
             case ToolCall():
                 m.agent_tool_calls.labels(_agent_label(event.agent_type), event.name).inc()
-            case Completed():
-                self._count_tokens(event.result)
             case StepCompleted(step=int(step)):
                 label = _agent_label(event.agent_type)
                 cached = event.result.cached
                 m.agent_chain_steps.labels(label, "cache" if cached else "model").inc()
                 if not cached:
-                    self._count_tokens(event.result)
                     if step in timing.first_text:
                         began = timing.step_began.get(step, timing.began)
                         m.agent_ttft.labels(label).observe(timing.first_text[step] - began)
 
-    def run_ended(self, run: run_pb2.Run) -> None:
-        """Count the run by its final status and observe its duration."""
+    def run_ended(self, run: run_pb2.Run, meter: UsageMeter) -> None:
+        """Count the run by its final status, observe its duration, count its tokens."""
         timing = self._runs.pop(run.id, None)
         if timing is None:
             return
-        self.metrics.active_agents.dec()
+        m = self.metrics
+        m.active_agents.dec()
         status = run_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_").lower()
-        self.metrics.agent_requests.labels(timing.label, status).inc()
-        self.metrics.agent_duration.labels(timing.label).observe(self.clock() - timing.began)
-
-    def _count_tokens(self, result: AgentResult) -> None:
-        label = result.agent_type.value
-        self.metrics.agent_tokens.labels(label, "input").inc(result.usage.input_tokens)
-        self.metrics.agent_tokens.labels(label, "output").inc(result.usage.output_tokens)
+        m.agent_requests.labels(timing.label, status).inc()
+        m.agent_duration.labels(timing.label).observe(self.clock() - timing.began)
+        for agent_type, usage in meter.by_agent.items():
+            m.agent_tokens.labels(agent_type.value, "input").inc(usage.input_tokens)
+            m.agent_tokens.labels(agent_type.value, "output").inc(usage.output_tokens)
 
 
 def _agent_label(agent_type: AgentType | None) -> str:
@@ -268,6 +269,7 @@ class MetricsEndpoint:
 
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "mcp", "fastmcp")
 
 
 class JsonFormatter(logging.Formatter):
@@ -305,5 +307,7 @@ def configure_logging(settings: Settings) -> None:
     # No format here prints them, and looking them up costs on every record (logging HOWTO).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     if settings.log_level != "DEBUG":
-        # httpx logs every request URL at INFO (MCP calls); a URL may carry a token.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        # The HTTP stack under the model providers and MCP logs every request with its URL at
+        # INFO (a URL may carry a token), and the SDKs chatter below WARNING.
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

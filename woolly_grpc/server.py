@@ -13,9 +13,9 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from pydantic_ai.exceptions import UserError
 from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.models import Model
+from pydantic_ai.providers import infer_provider
 from pydantic_ai.toolsets import AbstractToolset
 
 from . import convert
@@ -23,7 +23,17 @@ from ._gen.woolly.v1 import agent_service_pb2_grpc
 from .api import SERVICE_NAME
 from .cache import ResultCache
 from .config import Settings
-from .core import REPOSITORY_TOOLSET, AgentRunner, ChainRunner, Limits, RepoDeps, Unavailable
+from .core import (
+    REPOSITORY_TOOLSET,
+    AgentRunner,
+    ChainRunner,
+    Limits,
+    Models,
+    RepoDeps,
+    RetryPolicy,
+    Unavailable,
+)
+from .core.models import ProviderFactory
 from .interceptors import ApiKeys, build_interceptors
 from .interceptors.auth import ApiKeysError
 from .observability import AgentMetrics, Metrics, MetricsEndpoint
@@ -56,17 +66,27 @@ class App:
     status: StatusReporter
     agents: SavedAgents
     """Saved agents; their database is opened (schema created) by `start`."""
+    models: Models
+    """The models runs use; their providers' HTTP clients are opened by `start`."""
     metrics_endpoint: MetricsEndpoint | None = None
     """The /metrics HTTP server, once started (none when `metrics_port` is 0)."""
 
 
-def build(settings: Settings, *, model: Model | None = None) -> App:
+def build(
+    settings: Settings,
+    *,
+    model: Model | None = None,
+    provider_factory: ProviderFactory = infer_provider,
+) -> App:
     """Wire the agent core, runs, servicer, health and reflection into an unstarted server.
 
     Args:
         settings: The configuration.
         model: Use this model instead of `settings.model` (tests pass a FunctionModel).
+        provider_factory: Builds model providers by name; pydantic-ai's reads the environment
+            (`OPENAI_API_KEY`, `OPENAI_BASE_URL`, …), tests point theirs at a loopback server.
     """
+    metrics = Metrics()
     limits = Limits(
         max_query_chars=settings.max_query_chars,
         max_context_bytes=settings.max_context_bytes,
@@ -74,16 +94,28 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
         max_model_requests=settings.max_model_requests,
         max_tool_calls=settings.max_tool_calls,
     )
+    retries = metrics.agent_model_retries
     try:
-        runner = AgentRunner(
-            model=model or settings.model,
-            repos_root=settings.repos_root,
-            toolset=_toolset(settings),
-            limits=limits,
+        models = Models(
+            model or settings.model,
+            allowed=settings.models,
+            fallbacks=settings.model_fallbacks,
+            retry=RetryPolicy(
+                retries=settings.model_retries,
+                max_wait_s=settings.model_retry_max_wait_s,
+                observe=lambda reason: retries.labels(reason).inc(),
+            ),
+            provider_factory=provider_factory,
         )
-    except (UserError, ImportError, ValueError) as exc:
-        raise StartupError(f"cannot use model {settings.model!r}: {exc}") from exc
-    metrics = Metrics()
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    runner = AgentRunner(
+        model=models,
+        repos_root=settings.repos_root,
+        toolset=_toolset(settings),
+        limits=limits,
+        tool_retries=settings.tool_retries,
+    )
     try:
         store = open_store(settings.cache_url)
     except ValueError as exc:
@@ -154,7 +186,16 @@ def build(settings: Settings, *, model: Model | None = None) -> App:
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: {exc}") from exc
     return App(
-        server, health_servicer, runs, cache, metrics, port, settings, status=status, agents=agents
+        server,
+        health_servicer,
+        runs,
+        cache,
+        metrics,
+        port,
+        settings,
+        status=status,
+        agents=agents,
+        models=models,
     )
 
 
@@ -226,6 +267,7 @@ async def start(app: App) -> None:
     """Start taking calls and report SERVING."""
     _start_metrics_endpoint(app)  # first: a taken port then leaves nothing else to close
     await _open_agents_database(app)
+    await app.models.open()
     await app.runs.open()
     await app.server.start()
     await app.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -264,6 +306,7 @@ async def stop(app: App, grace: float | None = None) -> None:
     app.runs.closing = True
     await app.server.stop(grace)
     await app.runs.close()
+    await app.models.close()
     await app.cache.close()
     await app.agents.database.close()
     if app.metrics_endpoint is not None:

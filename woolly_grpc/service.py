@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
+from google.rpc import code_pb2, status_pb2
 from grpc import aio
 
 from . import calls, convert
 from ._gen.woolly.v1 import agent_service_pb2 as pb
 from ._gen.woolly.v1 import agent_service_pb2_grpc, run_pb2
+from .api import RUN_ENDED_TRAILER
 from .cache import CachePolicy, ResultCache, StepResultCache
 from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
 from .errors import abort, map_core_errors
@@ -71,7 +74,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         async with map_core_errors(context):
-            run_id = await self._start(request)
+            run_id = await self._start(request, _deadline(context))
         run = await self._await_end(run_id, context)
         return pb.ExecuteResponse(run_id=run_id, result=run.results[0])
 
@@ -79,7 +82,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: pb.StreamExecuteRequest, context: Context
     ) -> AsyncIterator[pb.StreamExecuteResponse]:
         async with map_core_errors(context):
-            run_id = await self._start(request)
+            run_id = await self._start(request, _deadline(context))
         async for message in self._relay(run_id, context, pb.StreamExecuteResponse):
             yield message
 
@@ -87,7 +90,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: pb.ExecuteChainRequest, context: Context
     ) -> AsyncIterator[pb.ExecuteChainResponse]:
         async with map_core_errors(context):
-            run_id = await self._start(request)
+            run_id = await self._start(request, _deadline(context))
         async for message in self._relay(run_id, context, pb.ExecuteChainResponse):
             yield message
 
@@ -125,7 +128,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             method, raw = await self.runs.request_of(request.run_id, tenant=tenant)
             # A retry is asked for explicitly: it runs to its end even if nobody watches, and
             # reuses no cached step (it writes its fresh ones, unless the original bypassed).
-            run_id = await self._start(_RETRYABLE[method].FromString(raw), retry=True)
+            run_id = await self._start(_RETRYABLE[method].FromString(raw), None, retry=True)
             return pb.RetryRunResponse(run=await self.runs.get(run_id, tenant=tenant))
 
     async def GetServerStatus(
@@ -173,14 +176,20 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             await self.agents.delete(_tenant(), request.id)
             return pb.DeleteAgentResponse()
 
-    async def _start(self, request: _RunRequest, *, retry: bool = False) -> str:
+    async def _start(
+        self, request: _RunRequest, deadline: float | None, *, retry: bool = False
+    ) -> str:
         """Resolve its saved agents, validate a run request, start its run; return the run id.
 
         A retried run resolves its saved agents again, so it runs their current definitions.
+        `deadline` (the caller's, event-loop time) bounds the run's model retries, unless the
+        run is detached: it then outlives its caller's deadline.
         """
         call = calls.current()
         tenant = call.tenant
         detach = retry or request.options.detach
+        if detach:
+            deadline = None
         saved = await self.agents.for_run(
             tenant, convert.agent_refs(request), request.repository_name
         )
@@ -193,7 +202,9 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 request=request,
                 repository=chain.repository,
                 agent_types=[step.agent_type for step in chain.steps],
-                events=lambda: self.chains.stream(chain, step_cache=steps),
+                events=lambda meter: self.chains.stream(
+                    chain, step_cache=steps, meter=meter, deadline=deadline
+                ),
                 tenant=tenant,
                 flight_key=call.cache_key,
                 detach=detach,
@@ -206,7 +217,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 request=request,
                 repository=single.repository,
                 agent_types=[single.agent_type],
-                events=lambda: self.runner.stream(single),
+                events=lambda meter: self.runner.stream(single, meter=meter, deadline=deadline),
                 tenant=tenant,
                 flight_key=call.cache_key,
                 detach=detach,
@@ -251,7 +262,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 self.runs.abandon(run_id, _cancel_reason(context))
         watching = response is pb.WatchRunResponse
         if not watching and (status := self.runs.error_of(run_id)) is not None:
-            await abort(context, status)
+            await _end_with_run(context, status)
 
     async def _await_end(self, run_id: str, context: Context) -> run_pb2.Run:
         finished = False
@@ -262,8 +273,20 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             if not finished:
                 self.runs.abandon(run_id, _cancel_reason(context))
         if (status := self.runs.error_of(run_id)) is not None:
-            await abort(context, status)
+            await _end_with_run(context, status)
         return run
+
+
+async def _end_with_run(context: Context, status: status_pb2.Status) -> None:
+    """End a call with its run's own status, marked so that clients do not resume it."""
+    ended = "cancelled" if status.code == code_pb2.CANCELLED else "failed"
+    await abort(context, status, ((RUN_ENDED_TRAILER, ended),))
+
+
+def _deadline(context: Context) -> float | None:
+    """The caller's deadline in event-loop time, if it gave one."""
+    remaining = context.time_remaining()
+    return None if remaining is None else asyncio.get_running_loop().time() + remaining
 
 
 def _tenant() -> str:

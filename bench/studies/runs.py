@@ -68,7 +68,7 @@ async def measure(
             request=agent_service_pb2.StreamExecuteRequest(),
             repository="bench",
             agent_types=[AgentType.SUMMARIZER],
-            events=lambda: tokens(count, pace_s),
+            events=lambda _meter: tokens(count, pace_s),
             tenant="",
         )
         await runs.wait(run_id, tenant="")

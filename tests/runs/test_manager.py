@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
-from woolly_grpc.core import AgentType, Event, Started, TextDelta
+from woolly_grpc.core import AgentType, Event, Started, TextDelta, UsageMeter
 from woolly_grpc.runs import RunJournal, RunManager
 from woolly_grpc.store import MemoryStore
 
@@ -27,7 +27,7 @@ class SlowRequestStore(MemoryStore):
         await super().set(key, value, ttl_s=ttl_s)
 
 
-async def endless() -> AsyncIterator[Event]:
+async def endless(meter: UsageMeter) -> AsyncIterator[Event]:
     yield Started(model="test", agent_type=AgentType.SUMMARIZER)
     while True:
         yield TextDelta("more ", agent_type=AgentType.SUMMARIZER)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
-from google.protobuf import struct_pb2
 from grpc import aio
 
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
@@ -40,11 +39,19 @@ def _agent(agent_type: AgentTypeLike | None, agent_id: str | None) -> dict[str, 
     return {"agent_type": agent_type_value(agent_type)}
 
 
-def _struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
+_Request = TypeVar(
+    "_Request",
+    agent_service_pb2.ExecuteRequest,
+    agent_service_pb2.StreamExecuteRequest,
+    agent_service_pb2.ExecuteChainRequest,
+)
+
+
+def _with_context(request: _Request, values: Mapping[str, Any] | None) -> _Request:
+    """`request` with its `context`, left out when there is none (as grpcurl does)."""
     if values:
-        struct.update(dict(values))
-    return struct
+        request.context.update(dict(values))
+    return request
 
 
 class WoollyClient:
@@ -114,11 +121,10 @@ class WoollyClient:
         request = agent_service_pb2.ExecuteRequest(
             repository_name=repository,
             user_query=query,
-            context=_struct(context),
             options=run_options(**options),
             **_agent(agent_type, agent_id),
         )
-        return await self.stub.Execute(request, timeout=timeout)
+        return await self.stub.Execute(_with_context(request, context), timeout=timeout)
 
     def stream(
         self,
@@ -140,11 +146,10 @@ class WoollyClient:
         request = agent_service_pb2.StreamExecuteRequest(
             repository_name=repository,
             user_query=query,
-            context=_struct(context),
             options=run_options(**options),
             **_agent(agent_type, agent_id),
         )
-        return self._follow("StreamExecute", request, timeout)
+        return self._follow("StreamExecute", _with_context(request, context), timeout)
 
     def chain(
         self,
@@ -165,10 +170,10 @@ class WoollyClient:
         request = agent_service_pb2.ExecuteChainRequest(
             repository_name=repository,
             user_query=query,
-            context=_struct(context),
             options=run_options(**options),
             mode=agent_pb2.CHAIN_MODE_PARALLEL if parallel else agent_pb2.CHAIN_MODE_SEQUENTIAL,
         )
+        _with_context(request, context)
         if any(isinstance(a, SavedAgent) for a in agents):
             request.steps.extend(
                 agent_pb2.ChainStep(agent_id=a.id)
@@ -184,14 +189,9 @@ class WoollyClient:
 
     def _follow(self, method: str, request: Any, timeout: float | None) -> AsyncIterator[Event]:
         """A run's stream that resumes with WatchRun when the link drops, within `timeout`."""
-
-        def watch(run_id: str, after: int, left: float | None) -> aio.UnaryStreamCall[Any, Event]:
-            request = agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
-            return self.stub.WatchRun(request, timeout=left, wait_for_ready=True)
-
         return follow_run(
             lambda: open_stream(self.channel, method, request, timeout=timeout),
-            watch,
+            self._watch,
             self.channel.channel_ready,
             timeout=timeout,
         )
@@ -218,17 +218,27 @@ class WoollyClient:
         request = agent_service_pb2.GetServerStatusRequest()
         return await self.stub.GetServerStatus(request, timeout=timeout)
 
-    async def watch_run(
-        self, run_id: str, after_sequence: int = 0
-    ) -> AsyncIterator[agent_service_pb2.WatchRunResponse]:
-        """Replay a run's events after `after_sequence`, then follow it until it ends."""
-        request = agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence)
-        call = self.stub.WatchRun(request)
-        try:
-            async for message in call:
-                yield message
-        finally:
-            call.cancel()
+    def watch_run(
+        self, run_id: str, after_sequence: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """Replay a run's events after `after_sequence`, then follow it until it ends.
+
+        A run that failed or was cancelled raises its status (like `stream`), after its events;
+        a dropped connection is resumed.
+        """
+        return follow_run(
+            lambda: self._watch(run_id, after_sequence, timeout),
+            self._watch,
+            self.channel.channel_ready,
+            run_id=run_id,
+            timeout=timeout,
+        )
+
+    def _watch(
+        self, run_id: str, after: int, timeout: float | None
+    ) -> aio.UnaryStreamCall[Any, Event]:
+        request = agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
+        return self.stub.WatchRun(request, timeout=timeout, wait_for_ready=True)
 
     async def create_agent(
         self,

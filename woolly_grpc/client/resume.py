@@ -10,7 +10,7 @@ import grpc
 from grpc import aio
 
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
-from woolly_grpc.api import method_path
+from woolly_grpc.api import RUN_ENDED_TRAILER, method_path
 
 RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 """Errors of a stream that mean the link broke, not the run: resume with WatchRun."""
@@ -37,6 +37,7 @@ async def follow_run(
     watch: Callable[[str, int, float | None], aio.UnaryStreamCall[Any, Event]],
     ready: Callable[[], Awaitable[None]],
     *,
+    run_id: str = "",
     timeout: float | None = None,
     max_resumes: int = 5,
     ready_timeout: float = 30.0,
@@ -45,6 +46,7 @@ async def follow_run(
 
     Args:
         start: Starts the run's stream.
+        run_id: The run, when known before its first event (a WatchRun).
         watch: `watch(run_id, after_sequence, timeout)` starts a WatchRun.
         ready: Returns an awaitable that completes when the channel is connected again.
         timeout: Deadline of the whole stream, resumes included (None = none).
@@ -52,31 +54,35 @@ async def follow_run(
         ready_timeout: How long to wait for the server to be reachable again, per resume.
 
     Raises:
-        aio.AioRpcError: any error but a dropped link, a drop before the run id was known, or a
-            drop after `max_resumes` resumes in a row without a new event. A run that failed or
-            was cancelled while it was followed by WatchRun raises the error its own stream
-            would have ended with (WatchRun reports it as a `failed` / `cancelled` event).
+        aio.AioRpcError: the run's own failure or cancellation, with its status (a stream that
+            ends with it says so in the `woolly-run-ended` trailer; WatchRun reports it as a
+            `failed` / `cancelled` event); any error but a dropped link; a drop before the run
+            id was known, or after `max_resumes` resumes in a row without a new event.
     """
     loop_time = asyncio.get_running_loop().time
     deadline = None if timeout is None else loop_time() + timeout
-    run_id, last, failures = "", 0, 0
+    last, failures = 0, 0
     call = start()
     while True:
+        ending: aio.AioRpcError | None = None
         try:
             async for message in call:
                 if message.sequence <= last:
                     continue  # already seen before the drop: never twice
                 run_id, last, failures = message.run_id, message.sequence, 0
                 if (ending := _ending_error(message)) is not None:
-                    raise ending
+                    break
                 yield message
-            return
+            else:
+                return
         except aio.AioRpcError as error:
-            if error.code() not in RESUMABLE_CODES or not run_id or failures >= max_resumes:
+            if not _dropped(error) or not run_id or failures >= max_resumes:
                 raise
             failures += 1
         finally:
             call.cancel()
+        if ending is not None:  # outside the `try`: the run's end is no dropped link
+            raise ending
         remaining = None if deadline is None else max(deadline - loop_time(), 0.0)
         wait = ready_timeout if remaining is None else min(ready_timeout, remaining)
         try:
@@ -84,6 +90,13 @@ async def follow_run(
         except TimeoutError:
             pass  # the WatchRun below then fails, counted against max_resumes
         call = watch(run_id, last, None if deadline is None else max(deadline - loop_time(), 0.0))
+
+
+def _dropped(error: aio.AioRpcError) -> bool:
+    """Whether the link broke (resume), as opposed to the run ending with this status."""
+    trailers = error.trailing_metadata() or ()
+    ended = any(key == RUN_ENDED_TRAILER for key, _ in trailers)
+    return error.code() in RESUMABLE_CODES and not ended
 
 
 def _ending_error(message: Event) -> aio.AioRpcError | None:

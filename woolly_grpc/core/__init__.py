@@ -12,9 +12,11 @@ from .exceptions import (
     NotFound,
     OutOfRange,
     Overloaded,
+    QuotaExhausted,
     Unavailable,
     WoollyError,
 )
+from .models import LOCAL, Models, RetryPolicy
 from .runner import AgentRunner
 from .tools import REPOSITORY_TOOLSET, RepoDeps
 from .types import (
@@ -38,10 +40,12 @@ from .types import (
     ToolCall,
     ToolResult,
     Usage,
+    UsageMeter,
 )
 
 __all__ = [
     "AGENT_SPECS",
+    "LOCAL",
     "PROMPT_VERSION",
     "REPOSITORY_TOOLSET",
     "AgentResult",
@@ -62,11 +66,14 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "ModelFailed",
+    "Models",
     "NotFound",
     "OutOfRange",
     "Overloaded",
     "ProposedFile",
+    "QuotaExhausted",
     "RepoDeps",
+    "RetryPolicy",
     "RunRequest",
     "SavedAgent",
     "Started",
@@ -79,5 +86,6 @@ __all__ = [
     "ToolResult",
     "Unavailable",
     "Usage",
+    "UsageMeter",
     "WoollyError",
 ]

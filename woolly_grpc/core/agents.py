@@ -11,7 +11,7 @@ from pydantic_ai import Agent
 from .tools import RepoDeps
 from .types import AgentType, RunRequest
 
-PROMPT_VERSION = "2026-11-28.1"
+PROMPT_VERSION = "2026-12-02.1"
 """Changes whenever instructions, prompt layout or result shaping change; part of the cache key."""
 
 _FORMAT = """
@@ -94,6 +94,8 @@ AGENT_SPECS: Mapping[AgentType, AgentSpec] = {
 }
 
 
+_EARLIER = ("result", "type")
+"""The context keys a chain adds per earlier step (`agent_<i>_result`, `agent_<i>_type`)."""
 _EARLIER_RESULT_CHARS = 6000
 """How much of each earlier step's content a later step's prompt carries."""
 
@@ -119,9 +121,15 @@ def build_agents() -> dict[AgentType, Agent[RepoDeps, str]]:
 def build_prompt(request: RunRequest) -> str:
     """The user prompt: the query, then the repository, context and earlier chain results."""
     parts = [request.query.strip(), f"## Repository\n{request.repository}"]
-    if request.context:
-        context = json.dumps(request.context, indent=2, sort_keys=True, ensure_ascii=False)
-        parts.append(f"## Context\n```json\n{context}\n```")
+    # Earlier results are in the context too (callers read them there), but the model gets
+    # each once: under "Earlier results" below.
+    shown_below = {
+        f"agent_{i}_{what}" for i in range(len(request.earlier_results)) for what in _EARLIER
+    }
+    context = {k: v for k, v in request.context.items() if k not in shown_below}
+    if context:
+        text = json.dumps(context, indent=2, sort_keys=True, ensure_ascii=False)
+        parts.append(f"## Context\n```json\n{text}\n```")
     if request.earlier_results:
         earlier = "\n\n".join(
             f"### Step {i}: {r.agent_type.value}\n{_clip(r.content, _EARLIER_RESULT_CHARS)}"

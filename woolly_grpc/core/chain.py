@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .exceptions import InvalidInput
@@ -21,6 +21,7 @@ from .types import (
     StepCompleted,
     StepStarted,
     TextDelta,
+    UsageMeter,
 )
 
 
@@ -60,44 +61,46 @@ class ChainRunner:
         self.runner.check(_step_request(request, 0, ()))
 
     async def stream(
-        self, request: ChainRequest, *, step_cache: StepCache | None = None
+        self,
+        request: ChainRequest,
+        *,
+        step_cache: StepCache | None = None,
+        meter: UsageMeter | None = None,
+        deadline: float | None = None,
     ) -> AsyncIterator[Event]:
         """Yield Started, every step's events tagged with its index, then ChainCompleted.
 
         Args:
             request: The chain.
             step_cache: Where finished steps are looked up and remembered; None = nowhere.
+            meter: Told what each step's model used, however the step ended.
+            deadline: The caller's deadline (event-loop time), for model retries.
         """
         self.check(request)
         yield Started(model=self.runner.model_name, step_count=len(request.steps))
         results: list[AgentResult | None] = [None] * len(request.steps)
+        step = _Step(self.runner, results, step_cache, meter, deadline)
         if request.mode is ChainMode.PARALLEL:
-            steps = self._parallel(request, results, step_cache)
+            steps = self._parallel(request, step)
         else:
-            steps = self._sequential(request, results, step_cache)
+            steps = self._sequential(request, step)
         async for event in steps:
             yield event
         final = [r for r in results if r is not None]
         yield ChainCompleted(tuple(final), _context_with_results(request.context, final))
 
-    async def _sequential(
-        self, request: ChainRequest, results: list[AgentResult | None], cache: StepCache | None
-    ) -> AsyncIterator[Event]:
+    async def _sequential(self, request: ChainRequest, step: _Step) -> AsyncIterator[Event]:
         for index in range(len(request.steps)):
-            earlier = tuple(r for r in results[:index] if r is not None)
-            step = _step_request(request, index, earlier)
-            async for event in self._step(step, index, results, cache):
+            earlier = tuple(r for r in step.results[:index] if r is not None)
+            async for event in step.run(_step_request(request, index, earlier), index):
                 yield event
 
-    async def _parallel(
-        self, request: ChainRequest, results: list[AgentResult | None], cache: StepCache | None
-    ) -> AsyncIterator[Event]:
+    async def _parallel(self, request: ChainRequest, step: _Step) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
 
         async def run_step(index: int) -> None:
             try:
-                step = _step_request(request, index, ())
-                async for event in self._step(step, index, results, cache):
+                async for event in step.run(_step_request(request, index, ()), index):
                     queue.put_nowait(event)
                 queue.put_nowait(None)
             except Exception as exc:
@@ -119,29 +122,36 @@ class ChainRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _step(
-        self,
-        request: RunRequest,
-        index: int,
-        results: list[AgentResult | None],
-        cache: StepCache | None,
-    ) -> AsyncIterator[Event]:
+
+@dataclass
+class _Step:
+    """What one chain call's steps share: its runner, results so far, step cache and meter."""
+
+    runner: AgentRunner
+    results: list[AgentResult | None]
+    cache: StepCache | None
+    meter: UsageMeter | None
+    deadline: float | None
+
+    async def run(self, request: RunRequest, index: int) -> AsyncIterator[Event]:
+        """One step's events, tagged with its index; from the step cache when it has them."""
         tag: dict[str, Any] = {"step": index, "agent_type": request.agent_type}
         saved_id = request.saved_agent.id if request.saved_agent else ""
         yield StepStarted(agent_id=saved_id, **tag)
-        cached = await cache.get(request) if cache else None
+        cached = await self.cache.get(request) if self.cache else None
         if cached is not None:
             # Replayed as one delta, so a step's deltas still add up to its content.
-            results[index] = cached = replace(cached, cached=True)
+            self.results[index] = cached = replace(cached, cached=True)
             if cached.content:
                 yield TextDelta(cached.content, **tag)
             yield StepCompleted(cached, **tag)
             return
-        async for event in self.runner.stream(request):
+        events = self.runner.stream(request, meter=self.meter, deadline=self.deadline)
+        async for event in events:
             if isinstance(event, Completed):
-                results[index] = event.result
-                if cache:
-                    await cache.put(request, event.result)
+                self.results[index] = event.result
+                if self.cache:
+                    await self.cache.put(request, event.result)
                 yield StepCompleted(event.result, **tag)
             elif not isinstance(event, Started):
                 yield replace(event, **tag)

@@ -3,12 +3,16 @@
 WoollyError
 ├── InvalidInput        a request field is wrong; carries one FieldViolation per field
 ├── NotFound            an unknown repository, run, saved agent, or a cache-only miss
+├── OutOfRange          a position outside what is kept (expired run events)
 ├── AlreadyExists       a saved agent with that name exists
-├── FailedPrecondition  the request is valid but cannot run now (an inactive saved agent)
-├── Overloaded          more concurrent runs than allowed; retry later
+├── FailedPrecondition  valid, but cannot run now or as configured (an inactive saved agent;
+│                       the model provider refused: bad key, unknown model or endpoint)
+├── Overloaded          more concurrent runs than allowed; retry after `retry_after_s`
 ├── LimitExceeded       a run used more model requests or tool calls than allowed
-├── ModelFailed         the model answered with something unusable
-└── Unavailable         a dependency (model provider, MCP server) failed; retryable or not
+├── QuotaExhausted      the model provider's quota or billing is exhausted: waiting won't help
+└── Unavailable         a dependency (model provider, MCP server, database) failed in a way
+    │                   that may pass; `retry_after_s` when the provider said how long
+    └── ModelFailed     the model answered with something unusable (another try may do)
 """
 
 from __future__ import annotations
@@ -81,13 +85,17 @@ class LimitExceeded(WoollyError):
     """A run went over a per-run limit (model requests, tool calls, tokens)."""
 
 
-class ModelFailed(WoollyError):
-    """The model's answer could not be used (malformed output, retries exhausted)."""
+class QuotaExhausted(WoollyError):
+    """The model provider's quota or billing is exhausted; retrying later will not help."""
 
 
 class Unavailable(WoollyError):
-    """A dependency failed; `retryable` says whether trying again may help."""
+    """A dependency failed in a way that may pass; `retry_after_s` if it said when to retry."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        self.retryable = retryable
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class ModelFailed(Unavailable):
+    """The model's answer could not be used (malformed output, its own retries exhausted)."""

@@ -1,50 +1,100 @@
 """pydantic-ai's and the model provider's errors → the core's tree, with readable messages.
 
-A caller reads the message in a gRPC status, so it says what failed and whether to retry, in
-one short line: never a provider's raw error body (which can quote the server's own provider
-key, partly masked), and never pydantic-ai's advice to developers.
+A caller reads the message in a gRPC status, so it says what failed and whether to retry, in one
+or two sentences naming the provider, the model and the cause: never a provider's raw error body
+(it can quote the server's own key, partly masked), a URL, or pydantic-ai's advice to developers.
+
+`retry_reason` is the one answer to "may trying again help?": the retrying model, the fallback
+model and the error mapping all ask it.
 """
 
 from __future__ import annotations
 
-import httpx2
-from pydantic_ai import exceptions as ai_errors
+from collections.abc import Mapping
 
-from .exceptions import InvalidInput, LimitExceeded, ModelFailed, Unavailable, WoollyError
+import httpx2
+from pydantic_ai import exceptions as ai
+
+from .exceptions import (
+    FailedPrecondition,
+    InvalidInput,
+    LimitExceeded,
+    ModelFailed,
+    QuotaExhausted,
+    Unavailable,
+    WoollyError,
+)
 from .types import Limits
 
-_RETRYABLE_MODEL_ERRORS = (
-    ai_errors.ModelRateLimitError,
-    ai_errors.ModelOverloadedError,
-    ai_errors.ModelUnavailableError,
-    ai_errors.ModelServerError,
-    ai_errors.ModelConnectionError,
-    ai_errors.ModelRequestTimeout,
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (ai.ModelRateLimitError, "rate_limited"),
+    (ai.ModelOverloadedError, "overloaded"),
+    (ai.ModelUnavailableError, "unavailable"),
+    (ai.ModelServerError, "server_error"),
+    (ai.ModelTimeoutError, "timeout"),
+    (ai.ModelRequestTimeout, "timeout"),
+    (ai.ModelConnectionError, "connection"),
 )
+"""Retryable provider failures, most specific first, with their `agent_model_retries_total`
+reason. Anything else is retryable only as a bare HTTP 408/409/425/429/5xx, or as a response
+that could not be read (`malformed`)."""
 _RETRYABLE_HTTP = frozenset({408, 409, 425, 429})
-_CREDENTIALS_HTTP = frozenset({401, 403})
+_NOT_RETRYABLE = (ai.ModelQuotaExceededError, ai.ModelRequestRejectedError)
 _MCP_CONNECT_FAILED = "Client failed to connect"
-_MAX_DETAIL_CHARS = 200
+_MAX_DETAIL_CHARS = 160
 
 
-def core_error(exc: Exception, limits: Limits) -> WoollyError | Exception:
-    """Translate an exception out of a pydantic-ai run; unknown ones are returned as they are."""
-    if isinstance(exc, ai_errors.UsageLimitExceeded):
-        return LimitExceeded(_limit_message(str(exc), limits))
-    if isinstance(exc, ai_errors.ModelContextWindowExceededError):
+def retry_reason(exc: BaseException) -> str | None:
+    """Why trying the model again may help (a short label), or None when it will not."""
+    if not isinstance(exc, ai.ModelAPIError) or isinstance(exc, _NOT_RETRYABLE):
+        return None
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    if isinstance(exc, ai.ModelHTTPError):
+        status = exc.status_code
+        if status in _RETRYABLE_HTTP:
+            return "rate_limited" if status == 429 else "server_error"
+        return "server_error" if status >= 500 else None
+    return "malformed"  # a bare ModelAPIError: the response could not be read
+
+
+def falls_back(exc: BaseException) -> bool:
+    """Whether a fallback model should take over.
+
+    It should when the model failed in a way that may pass, and when its provider's quota is
+    exhausted (waiting will not help there, another provider will).
+    """
+    return retry_reason(exc) is not None or isinstance(exc, ai.ModelQuotaExceededError)
+
+
+def core_error(
+    exc: Exception, limits: Limits, models: Mapping[str, str]
+) -> WoollyError | Exception:
+    """Translate an exception out of a pydantic-ai run; unknown ones are returned as they are.
+
+    Args:
+        exc: What the run raised.
+        limits: The per-run limits (named when one was hit).
+        models: Configured model specs (`openai-chat:NAME`) by the name providers report.
+    """
+    if isinstance(exc, ai.UsageLimitExceeded):
+        return LimitExceeded(_limit_message(exc.message, limits))
+    if isinstance(exc, ai.FallbackExceptionGroup):
+        return _all_models_failed(exc, limits, models)
+    if isinstance(exc, ai.ModelContextWindowExceededError):
         return InvalidInput.one("user_query", "with its context, too long for the model's window")
-    if isinstance(exc, ai_errors.ModelAPIError):
-        return _provider_error(exc)
-    if isinstance(exc, ai_errors.UnexpectedModelBehavior):
-        return ModelFailed(f"the model's answer could not be used: {exc.message}")
+    if isinstance(exc, ai.ModelAPIError):
+        return _provider_error(exc, models)
+    if isinstance(exc, ai.UnexpectedModelBehavior):
+        return ModelFailed(f"the model's answer could not be used ({_first_sentence(exc)})")
     if isinstance(exc, RuntimeError) and str(exc).startswith(_MCP_CONNECT_FAILED):
         # fastmcp has no exception class of its own for this; its message is stable.
-        return Unavailable(f"the MCP server is unreachable: {exc}", retryable=True)
+        return Unavailable("the MCP server is unreachable")
     if isinstance(exc, httpx2.TransportError):
         # pydantic-ai wraps the model's transport errors (ModelConnectionError), so a bare one
         # comes from the tools: the MCP server went away during the run.
-        detail = _clip(f"{type(exc).__name__}: {exc}")
-        return Unavailable(f"the MCP server failed during the run: {detail}", retryable=True)
+        return Unavailable(f"the MCP server failed during the run ({type(exc).__name__})")
     return exc
 
 
@@ -58,27 +108,73 @@ def _limit_message(said: str, limits: Limits) -> str:
     return f"the run was stopped: it would have made {what} (a per-run limit of the server)"
 
 
-def _provider_error(exc: ai_errors.ModelAPIError) -> Unavailable:
-    status = exc.status_code if isinstance(exc, ai_errors.ModelHTTPError) else None
-    origin = f"model {exc.model_name}" + (f", HTTP {status}" if status else "")
-    if isinstance(exc, ai_errors.ModelAuthenticationError) or status in _CREDENTIALS_HTTP:
-        return Unavailable(
-            f"the model provider rejected this server's credentials ({origin}); "
-            "the operator must fix the provider's API key",
-            retryable=False,
+def _all_models_failed(
+    group: ai.FallbackExceptionGroup, limits: Limits, models: Mapping[str, str]
+) -> WoollyError | Exception:
+    """The last model's error, saying that the ones before it failed too."""
+    errors = [e for e in group.exceptions if isinstance(e, Exception)]
+    if not errors:
+        return Unavailable("every configured model failed")
+    last = core_error(errors[-1], limits, models)
+    if len(errors) == 1 or not isinstance(last, WoollyError):
+        return last
+    before = ", ".join(_spec(e, models) for e in errors[:-1])
+    last.args = (f"{last} (tried first: {before})",)
+    return last
+
+
+def _provider_error(exc: ai.ModelAPIError, models: Mapping[str, str]) -> WoollyError:
+    spec = _spec(exc, models)
+    status = exc.status_code if isinstance(exc, ai.ModelHTTPError) else None
+    origin = f"model {spec}" + (f", HTTP {status}" if status else "")
+    if isinstance(exc, ai.ModelQuotaExceededError):
+        return QuotaExhausted(
+            f"the model provider says this server's quota or billing is exhausted ({origin}); "
+            "waiting will not help: the operator must add credit or raise the quota"
         )
-    retryable = isinstance(exc, _RETRYABLE_MODEL_ERRORS) or (
-        status is not None and (status in _RETRYABLE_HTTP or status >= 500)
+    if isinstance(exc, ai.ModelAuthenticationError) or status in (401, 403):
+        return FailedPrecondition(
+            f"the model provider rejected this server's credentials ({origin}); "
+            "the operator must fix the provider's API key"
+        )
+    if isinstance(exc, ai.ModelNotFoundError) or status == 404:
+        hint = "check the model name and the provider's base URL"
+        if spec.startswith("openai:"):
+            name = spec.removeprefix("openai:")
+            hint = (
+                "`openai:` is OpenAI's Responses API; for a Chat Completions server (vLLM, "
+                f"Ollama, llama.cpp) name the model `openai-chat:{name}`"
+            )
+        return FailedPrecondition(
+            f"the model provider has no such model or endpoint ({origin}); {hint}"
+        )
+    reason = retry_reason(exc)
+    if reason is None:
+        return FailedPrecondition(
+            f"the model provider refused the request as configured ({origin}): {_detail(exc)}"
+        )
+    if reason == "malformed":
+        return Unavailable(f"the model provider sent a response that could not be read ({origin})")
+    if reason == "connection":
+        return Unavailable(f"the model provider could not be reached ({origin})")
+    if reason == "timeout":
+        return Unavailable(f"the model provider did not answer in time ({origin})")
+    wait = f"; it asks to wait {exc.retry_after:g} s" if exc.retry_after else ""
+    return Unavailable(
+        f"the model provider failed ({origin}): {_detail(exc)}{wait}",
+        retry_after_s=exc.retry_after,
     )
-    verb = "failed; retry later" if retryable else "refused the call"
-    return Unavailable(f"the model provider {verb} ({origin}): {_detail(exc)}", retryable=retryable)
 
 
-def _detail(exc: ai_errors.ModelAPIError) -> str:
+def _spec(exc: BaseException, models: Mapping[str, str]) -> str:
+    """The configured spec of the model that failed (`openai-chat:NAME`), else its bare name."""
+    name = getattr(exc, "model_name", "") or "?"
+    return models.get(name, name)
+
+
+def _detail(exc: ai.ModelAPIError) -> str:
     """The provider's own short explanation, from an error body if there is one."""
-    if not isinstance(exc, ai_errors.ModelHTTPError):
-        return _clip(exc.message)
-    body = exc.body
+    body = exc.body if isinstance(exc, ai.ModelHTTPError) else None
     if isinstance(body, dict):
         error = body.get("error", body)
         message = error.get("message") if isinstance(error, dict) else error
@@ -87,6 +183,11 @@ def _detail(exc: ai_errors.ModelAPIError) -> str:
     if isinstance(body, str) and body.strip():
         return _clip(body)
     return "no explanation given"
+
+
+def _first_sentence(exc: ai.AgentRunError) -> str:
+    """pydantic-ai's message without its advice to developers (which follows the first sentence)."""
+    return _clip(exc.message.split(". ")[0].rstrip("."))
 
 
 def _clip(text: str) -> str:

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic_ai import AgentRunResultEvent
+from pydantic_ai import AgentRunResultEvent, capture_run_messages
+from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import (
     AgentStreamEvent,
     FunctionToolCallEvent,
     FunctionToolResultEvent,
+    ModelMessage,
+    ModelResponse,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
     TextPartDelta,
+    ToolReturnPart,
 )
-from pydantic_ai.models import Model, infer_model
+from pydantic_ai.models import Model
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import AbstractToolset
-from pydantic_ai.usage import UsageLimits
+from pydantic_ai.usage import RunUsage, UsageLimits
 
 from .agents import build_agents, build_prompt
 from .exceptions import FieldViolation, InvalidInput, WoollyError
 from .failures import core_error
-from .local import local_model
+from .models import Models
 from .shaping import shape
 from .tools import REPOSITORY_TOOLSET, RepoDeps, resolve_repository
 from .types import (
@@ -41,6 +47,7 @@ from .types import (
     ToolCall,
     ToolResult,
     Usage,
+    UsageMeter,
 )
 
 TOOL_RESULT_PREVIEW_CHARS = 500
@@ -51,31 +58,34 @@ class AgentRunner:
     """Runs one agent over one repository and yields its events.
 
     Args:
-        model: `"local"` (the offline engine), a pydantic-ai model name, or a Model instance.
+        model: The models runs may use, or just the server's model: `"local"` (the offline
+            engine), a pydantic-ai model name, or a Model instance.
         repos_root: The directory whose subdirectories are the repositories.
         toolset: The tools agents may call; the built-in repository tools by default.
         limits: Input and per-run limits.
+        tool_retries: How often a tool call with bad arguments goes back to the model.
     """
 
     def __init__(
         self,
         *,
-        model: str | Model = "local",
+        model: str | Model | Models = "local",
         repos_root: Path,
         toolset: AbstractToolset[RepoDeps] = REPOSITORY_TOOLSET,
         limits: Limits | None = None,
+        tool_retries: int = 2,
     ) -> None:
         self.repos_root = repos_root.resolve()
         self.toolset = toolset
         self.limits = limits or Limits()
+        self.tool_retries = tool_retries
+        self.models = model if isinstance(model, Models) else Models(model)
         self._agents = build_agents()
-        if model == "local":
-            self.model_name = "local"
-            self._models: Mapping[AgentType, Model] = {t: local_model(t) for t in AgentType}
-        else:
-            shared = infer_model(model) if isinstance(model, str) else model
-            self.model_name = model if isinstance(model, str) else shared.model_name
-            self._models = dict.fromkeys(AgentType, shared)
+
+    @property
+    def model_name(self) -> str:
+        """The server's model (what runs use unless a saved agent names another)."""
+        return self.models.default
 
     def check(self, request: RunRequest) -> Path:
         """Validate a request; return its repository directory.
@@ -90,45 +100,108 @@ class AgentRunner:
             raise InvalidInput(violations)
         return resolve_repository(self.repos_root, request.repository)
 
-    async def stream(self, request: RunRequest) -> AsyncIterator[Event]:
-        """Yield Started, then text and tool events as they happen, then Completed."""
-        deps = RepoDeps(request.repository, self.check(request))
+    async def stream(
+        self,
+        request: RunRequest,
+        *,
+        meter: UsageMeter | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Yield Started, then text and tool events as they happen, then Completed.
+
+        Args:
+            request: What to run.
+            meter: Told what the model used, however the run ends (success, failure, cancel).
+            deadline: The caller's deadline (event-loop time): model retries never wait past it.
+        """
+        deps = RepoDeps(request.repository, self.check(request), deadline)
         agent_type = request.agent_type
-        yield Started(model=self.model_name, agent_type=agent_type)
+        saved = request.saved_agent
+        spec = saved.model if saved and saved.model else self.model_name
+        yield Started(model=spec, agent_type=agent_type)
         began = time.perf_counter()
         transcript = _Transcript(agent_type)
-        saved = request.saved_agent
         toolset = self.toolset
         if saved is not None and saved.tools:
             allowed = frozenset(saved.tools)
             toolset = toolset.filtered(lambda _ctx, tool: tool.name in allowed)
-        try:
-            async with self._agents[agent_type].run_stream_events(
-                build_prompt(request),
-                deps=deps,
-                model=self._models[agent_type],
-                toolsets=[toolset],
-                instructions=saved.system_prompt if saved and saved.system_prompt else None,
-                usage_limits=UsageLimits(
-                    request_limit=self.limits.max_model_requests,
-                    tool_calls_limit=self.limits.max_tool_calls,
-                ),
-            ) as events:
-                async for raw in events:
-                    if (event := transcript.translate(raw)) is not None:
-                        yield event
-        except WoollyError:
-            raise
-        except Exception as exc:
-            raise core_error(exc, self.limits) from exc
+        used: Usage | None = None
+        with capture_run_messages() as messages:
+            try:
+                async with self._agents[agent_type].run_stream_events(
+                    build_prompt(request),
+                    deps=deps,
+                    model=self.models.get(spec, agent_type),
+                    model_settings=_settings(request),
+                    toolsets=[toolset],
+                    instructions=saved.system_prompt if saved and saved.system_prompt else None,
+                    usage_limits=UsageLimits(
+                        request_limit=self.limits.max_model_requests,
+                        tool_calls_limit=self.limits.max_tool_calls,
+                    ),
+                    retries=self.tool_retries,
+                ) as events:
+                    async for raw in events:
+                        if (event := transcript.translate(raw)) is not None:
+                            yield event
+                used = transcript.usage
+            except asyncio.CancelledError as exc:
+                state = RunCancelled.from_cancellation(exc)
+                used = _usage(state.usage) if state is not None else _usage_in(messages)
+                raise
+            except WoollyError:
+                used = _usage_in(messages)
+                raise
+            except Exception as exc:
+                used = _usage_in(messages)
+                raise core_error(exc, self.limits, self.models.names) from exc
+            finally:
+                if meter is not None and used is not None:
+                    meter.add(agent_type, used)
+        # With fallbacks, the model that answered may not be the one asked.
+        answered = self.models.spec_of(transcript.answered_by) if transcript.answered_by else spec
         yield Completed(
             transcript.result(
-                model=self.model_name,
+                model=answered,
                 duration_s=time.perf_counter() - began,
                 agent_id=saved.id if saved else "",
             ),
             agent_type=agent_type,
         )
+
+
+def _settings(request: RunRequest) -> ModelSettings | None:
+    """A saved agent's own sampling settings, if it has any."""
+    saved = request.saved_agent
+    if saved is None:
+        return None
+    settings: ModelSettings = {}
+    if saved.temperature is not None:
+        settings["temperature"] = saved.temperature
+    if saved.max_output_tokens is not None:
+        settings["max_tokens"] = saved.max_output_tokens
+    return settings or None
+
+
+def _usage(usage: RunUsage) -> Usage:
+    return Usage(usage.input_tokens, usage.output_tokens, usage.requests, usage.tool_calls)
+
+
+def _usage_in(messages: Sequence[ModelMessage]) -> Usage:
+    """What the requests of a run that failed used, from the messages it exchanged."""
+    responses = [m for m in messages if isinstance(m, ModelResponse)]
+    tool_calls = sum(
+        isinstance(part, ToolReturnPart)
+        for m in messages
+        if not isinstance(m, ModelResponse)
+        for part in m.parts
+    )
+    return Usage(
+        sum(r.usage.input_tokens for r in responses),
+        sum(r.usage.output_tokens for r in responses),
+        len(responses),
+        tool_calls,
+    )
 
 
 def _query_violations(query: str, limits: Limits) -> list[FieldViolation]:
@@ -163,6 +236,8 @@ class _Transcript:
     text: list[str] = field(default_factory=list)
     calls: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    answered_by: str = ""
+    """The name the model that gave the final answer reports."""
 
     def translate(self, raw: AgentStreamEvent | AgentRunResultEvent[Any]) -> Event | None:
         """Record one pydantic-ai event and return the core event it becomes, if any."""
@@ -189,8 +264,8 @@ class _Transcript:
                 agent_type=tag,
             )
         if isinstance(raw, AgentRunResultEvent):
-            u = raw.result.usage
-            self.usage = Usage(u.input_tokens, u.output_tokens, u.requests, u.tool_calls)
+            self.usage = _usage(raw.result.usage)
+            self.answered_by = raw.result.response.model_name or ""
         return None
 
     def _text(self, text: str) -> TextDelta:

@@ -48,12 +48,14 @@ _ENTRY_NAMES = frozenset({"__main__.py", "main.py", "app.py", "manage.py", "setu
 
 @dataclass(frozen=True)
 class RepoDeps:
-    """The pydantic-ai `deps` of every run: which repository the tools may read."""
+    """The pydantic-ai `deps` of every run: which repository the tools may read, and until when."""
 
     repository: str
     """The repository name, as the caller gave it."""
     root: Path
     """The resolved repository directory; no tool reads outside it."""
+    deadline: float | None = None
+    """The caller's deadline (event-loop time), if any: model retries never wait past it."""
 
 
 def is_test_path(path: str) -> bool:

@@ -42,6 +42,10 @@ class SavedAgent:
     """Tool names the agent may call; empty means all."""
     revision: int = 1
     """Grows on every edit, so results of an older definition are never reused."""
+    model: str = ""
+    """The model spec it runs on; empty means the server's model."""
+    temperature: float | None = None
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,23 @@ class Usage:
             self.requests + other.requests,
             self.tool_calls + other.tool_calls,
         )
+
+
+class UsageMeter:
+    """What a run's agents used, whatever way each ended (succeeded, failed or was cancelled)."""
+
+    def __init__(self) -> None:
+        self.by_agent: dict[AgentType, Usage] = {}
+        """Usage per agent type (a chain's steps of one type add up)."""
+
+    def add(self, agent_type: AgentType, usage: Usage) -> None:
+        """Count one agent run's usage."""
+        self.by_agent[agent_type] = self.by_agent.get(agent_type, Usage()) + usage
+
+    @property
+    def total(self) -> Usage:
+        """Everything used so far."""
+        return sum(self.by_agent.values(), Usage())
 
 
 @dataclass(frozen=True)

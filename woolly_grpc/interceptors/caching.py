@@ -150,10 +150,16 @@ def _record_sent(raw: bytes) -> None:
 
 
 def key_payload(request: Message) -> bytes:
-    """The request as its cache key sees it: options do not change what is asked."""
+    """The request as its cache key sees it.
+
+    Options do not change what is asked, and an empty `context` asks what no `context` asks
+    (grpcurl omits it, other clients send `{}`).
+    """
     copy = type(request)()
     copy.CopyFrom(request)
     copy.ClearField("options")
+    if not getattr(copy, "context").fields:  # noqa: B009 - every cached request has one
+        copy.ClearField("context")
     return copy.SerializeToString(deterministic=True)
 
 

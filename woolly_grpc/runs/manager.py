@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from woolly_grpc._gen.woolly.v1 import run_pb2
-from woolly_grpc.core import AgentType, Event, Overloaded
+from woolly_grpc.core import AgentType, Event, Overloaded, UsageMeter
 from woolly_grpc.store import StoreError
 
 from .flights import Flights
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-EventSource = Callable[[], AsyncIterator[Event]]
-"""Starts the core stream of a run (called once, inside the run's task)."""
+EventSource = Callable[[UsageMeter], AsyncIterator[Event]]
+"""Starts the core stream of a run (called once, inside the run's task), which tells the meter
+what the run's agents used."""
 
 CONTROL_CHANNEL = "runs:control"
 """Replicas tell each other `cancel <id> <reason>`, `attach <id>` and `detach <id>` here."""
@@ -53,8 +54,11 @@ class RunObserver(Protocol):
     def run_event(self, run: run_pb2.Run, event: Event) -> None:
         """A run produced an event (after it was numbered and logged)."""
 
-    def run_ended(self, run: run_pb2.Run) -> None:
-        """A run ended; `run.status`, its end time, results and usage are final."""
+    def run_ended(self, run: run_pb2.Run, meter: UsageMeter) -> None:
+        """A run ended; `run.status`, its end time, results and usage are final.
+
+        `meter` holds what its agents used, per agent type, however the run ended.
+        """
 
 
 class RunManager:
@@ -271,7 +275,7 @@ class RunManager:
                 await self.journal.save_request(run.id, run.record.method, run.request)
             except StoreError as exc:
                 _log.warning("could not store the request of run %s: %s", run.id, exc)
-            async for event in events():
+            async for event in events(run.meter):
                 run.append(event)
                 if self.observer is not None:
                     self.observer.run_event(run.record, event)
@@ -293,7 +297,7 @@ class RunManager:
         self._active -= 1
         self._flights.land(run)
         if self.observer is not None:
-            self.observer.run_ended(run.record)
+            self.observer.run_ended(run.record, run.meter)
 
     @contextlib.asynccontextmanager
     async def _attached_remotely(self, run_id: str) -> AsyncIterator[None]:

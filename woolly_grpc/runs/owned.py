@@ -18,7 +18,7 @@ from woolly_grpc.core import (
     Event,
     StepCompleted,
     TextDelta,
-    Usage,
+    UsageMeter,
 )
 from woolly_grpc.errors import to_status
 
@@ -54,7 +54,8 @@ class OwnedRun:
     _partial: list[str] = field(default_factory=list)
     """The text streamed so far, joined only when a snapshot is taken (not once per token)."""
     _step_results: dict[int, agent_pb2.AgentResult] = field(default_factory=dict)
-    _step_usage: dict[int, Usage] = field(default_factory=dict)
+    meter: UsageMeter = field(default_factory=UsageMeter)
+    """What the run's agents used so far, however each ended (the core adds to it)."""
 
     @classmethod
     def begin(
@@ -122,11 +123,9 @@ class OwnedRun:
             case Completed() | StepCompleted():
                 step = event.step or 0
                 self._step_results[step] = convert.result_to_proto(event.result)
-                self._step_usage[step] = event.result.usage
                 del record.results[:]
                 record.results.extend(self._step_results[i] for i in sorted(self._step_results))
-                total = sum(self._step_usage.values(), Usage())
-                record.usage.CopyFrom(convert.usage_to_proto(total))
+                record.usage.CopyFrom(convert.usage_to_proto(self.meter.total))
             case ChainCompleted():
                 record.final_context.CopyFrom(message.chain_completed.final_context)
         self._log(message)
@@ -174,6 +173,8 @@ class OwnedRun:
         self._notify()
 
     def _end(self) -> None:
+        # Failed and cancelled runs too: what they used was spent (and billed).
+        self.record.usage.CopyFrom(convert.usage_to_proto(self.meter.total))
         self.record.end_time.GetCurrentTime()
         self.ended_at = time.monotonic()
         self._notify()
