@@ -524,3 +524,39 @@ async def test_the_client_raises_a_failed_runs_status_from_stream_chain_and_watc
     for caught in (streamed, chained, watched):
         assert caught.value.code() == S.FAILED_PRECONDITION, details(caught.value)
         assert "refused the request as configured" in details(caught.value)
+
+
+# Saved agents on models of their own -------------------------------------------------------
+
+
+async def test_a_saved_agent_runs_on_its_own_model_and_settings(
+    settings: Settings, openai: OpenAIServer
+) -> None:
+    update = {"model": MODEL, "models": ("openai-chat:gpt-cheap",)}
+    async with running_server(
+        settings.model_copy(update=update), provider_factory=provider(openai.url)
+    ) as srv:
+        async with WoollyClient(srv.target) as client:
+            with pytest.raises(aio.AioRpcError) as refused:
+                await client.create_agent("x", "summarizer", model="openai-chat:gpt-unknown")
+            agent = await client.create_agent(
+                f"cheap-{uuid.uuid4().hex[:6]}",
+                "summarizer",
+                model="openai-chat:gpt-cheap",
+                temperature=0.3,
+                max_output_tokens=256,
+            )
+            query, key = words("!chunks=1")
+            first = await client.execute("calculator", query=query, agent_id=agent.id)
+            await client.update_agent(agent.id, model=MODEL)
+            second = await client.execute("calculator", query=query, agent_id=agent.id)
+
+    assert refused.value.code() == S.INVALID_ARGUMENT
+    assert "agent.model" in details(refused.value) and "openai-chat:gpt-cheap" in details(
+        refused.value
+    )
+    asked = openai.asked(key)
+    assert [r.model for r in asked] == ["gpt-cheap", "gpt-test"], "the edit is never served stale"
+    assert asked[0].body["temperature"] == 0.3 and asked[0].body["max_completion_tokens"] == 256
+    assert first.result.model == "openai-chat:gpt-cheap" and second.result.model == MODEL
+    assert not second.result.cached

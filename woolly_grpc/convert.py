@@ -178,6 +178,11 @@ def agent_fields(message: agent_pb2.AgentDefinition) -> AgentFields:
         tools=tuple(message.tools),
         repository=message.repository,
         is_active=message.is_active if message.HasField("is_active") else True,
+        model=message.model,
+        temperature=message.temperature if message.HasField("temperature") else None,
+        max_output_tokens=(
+            message.max_output_tokens if message.HasField("max_output_tokens") else None
+        ),
     )
 
 
@@ -198,6 +203,9 @@ def agent_to_proto(record: AgentRecord) -> agent_pb2.AgentDefinition:
         repository=agent.repository,
         is_active=agent.is_active,
         revision=record.revision,
+        model=agent.model,
+        temperature=agent.temperature,
+        max_output_tokens=agent.max_output_tokens,
     )
     message.create_time.FromDatetime(record.create_time)
     message.update_time.FromDatetime(record.update_time)

@@ -137,7 +137,9 @@ def build(
     )
     runs = RunManager(journal, settings, observer=AgentMetrics(metrics))
     try:
-        agents = SavedAgents(AgentDatabase(settings.database_url), toolset_names(runner.toolset))
+        agents = SavedAgents(
+            AgentDatabase(settings.database_url), toolset_names(runner.toolset), models.specs
+        )
     except ValueError as exc:
         raise StartupError(f"cannot use WOOLLY_DATABASE_URL: {exc}") from exc
 

@@ -172,6 +172,19 @@ async def test_what_is_asked_is_in_the_key(local: RunningServer, change: dict[st
     assert trailers[CACHE_TRAILER] == "miss"
 
 
+async def test_an_empty_context_is_no_context(local: RunningServer) -> None:
+    """grpcurl omits `context`, other clients send `{}`: one request, one entry, one bill."""
+    without = execute_request("context or not")
+    with_empty = execute_request("context or not")
+    with_empty.context.SetInParent()
+    assert with_empty.HasField("context") and not without.HasField("context")
+
+    first, _ = await execute(local, without)
+    second, trailers = await execute(local, with_empty)
+
+    assert trailers[CACHE_TRAILER] == "hit" and second.run_id == first.run_id
+
+
 async def test_options_are_not_in_the_key(local: RunningServer) -> None:
     await execute(local, execute_request("opts"))
 

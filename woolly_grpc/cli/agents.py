@@ -48,6 +48,9 @@ def _add_fields(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-prompt", help="added to the base type's instructions")
     parser.add_argument("--tools", help="comma-separated allow-list; empty means all tools")
     parser.add_argument("--repository", help="the only repository it runs on; empty means any")
+    parser.add_argument("--model", help="one of the server's models; empty means its own")
+    parser.add_argument("--temperature", type=float, help="sampling temperature, 0 to 2")
+    parser.add_argument("--max-output-tokens", type=int, help="most tokens in one answer")
 
 
 async def agents_command(client: WoollyClient, args: argparse.Namespace) -> int:
@@ -71,6 +74,9 @@ async def agents_command(client: WoollyClient, args: argparse.Namespace) -> int:
             tools=_tools(args.tools) or (),
             repository=args.repository or "",
             active=not args.inactive,
+            model=args.model or "",
+            temperature=args.temperature,
+            max_output_tokens=args.max_output_tokens,
         )
     else:
         agent = await client.update_agent(
@@ -82,6 +88,9 @@ async def agents_command(client: WoollyClient, args: argparse.Namespace) -> int:
             tools=_tools(args.tools),
             repository=args.repository,
             active=args.active,
+            model=args.model,
+            temperature=args.temperature,
+            max_output_tokens=args.max_output_tokens,
         )
     print(_json(agent) if args.json else _card(agent))
     return 0
@@ -104,6 +113,16 @@ def _line(agent: agent_pb2.AgentDefinition) -> str:
     return f"{agent.id}  {agent.name:<24} {kind:<15} {scope:<16} {state:<8} r{agent.revision}"
 
 
+def _model(agent: agent_pb2.AgentDefinition) -> str:
+    tuning = []
+    if agent.HasField("temperature"):
+        tuning.append(f"temperature {agent.temperature:g}")
+    if agent.HasField("max_output_tokens"):
+        tuning.append(f"at most {agent.max_output_tokens:,} tokens")
+    name = agent.model or "(the server's)"
+    return f"{name} ({', '.join(tuning)})" if tuning else name
+
+
 def _card(agent: agent_pb2.AgentDefinition) -> str:
     rows = [
         ("id", agent.id),
@@ -111,6 +130,7 @@ def _card(agent: agent_pb2.AgentDefinition) -> str:
         ("base type", agent_type_label(agent.base_type)),
         ("repository", agent.repository or "(any)"),
         ("tools", ", ".join(agent.tools) or "(all)"),
+        ("model", _model(agent)),
         ("active", "yes" if agent.is_active else "no"),
         ("revision", str(agent.revision)),
         ("created", agent.create_time.ToJsonString()),

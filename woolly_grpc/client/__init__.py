@@ -250,9 +250,16 @@ class WoollyClient:
         tools: Iterable[str] = (),
         repository: str = "",
         active: bool = True,
+        model: str = "",
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
         timeout: float | None = 10.0,
     ) -> agent_pb2.AgentDefinition:
-        """Save a new agent: a base type with its own prompt and tool allow-list (empty = all)."""
+        """Save a new agent: a base type with its own prompt and tool allow-list (empty = all).
+
+        `model` is one of the server's models (empty: the server's own); `temperature` and
+        `max_output_tokens` tune it (None: the model's defaults).
+        """
         agent = agent_pb2.AgentDefinition(
             name=name,
             base_type=agent_type_value(base_type),
@@ -261,6 +268,9 @@ class WoollyClient:
             tools=list(tools),
             repository=repository,
             is_active=active,
+            model=model,
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
         )
         request = agent_service_pb2.CreateAgentRequest(agent=agent)
         return (await self.stub.CreateAgent(request, timeout=timeout)).agent
@@ -298,6 +308,9 @@ class WoollyClient:
         tools: Iterable[str] | None = None,
         repository: str | None = None,
         active: bool | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
         timeout: float | None = 10.0,
     ) -> agent_pb2.AgentDefinition:
         """Change the fields given (and only those); the agent's revision grows by one.
@@ -313,6 +326,9 @@ class WoollyClient:
             "tools": None if tools is None else list(tools),
             "repository": repository,
             "is_active": active,
+            "model": model,
+            "temperature": temperature,
+            "max_output_tokens": max_output_tokens,
         }
         paths = [path for path, value in changes.items() if value is not None]
         if not paths:

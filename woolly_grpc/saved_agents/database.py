@@ -1,6 +1,8 @@
 """Where saved agents live: SQLAlchemy 2 async over SQLite (aiosqlite) or PostgreSQL (asyncpg).
 
-One table, created at start-up. Every query is scoped by tenant. A name is unique per
+One table, brought to its newest schema at start-up by the Alembic migrations in `migrations/`
+(replicas starting together take turns, under a PostgreSQL advisory lock). Every query is
+scoped by tenant. A name is unique per
 (tenant, repository) through a unique constraint, so two replicas racing to create the same
 name cannot both win. Updates are compare-and-set on `revision`. Lists page by keyset on
 (create_time, id), with the position in an opaque token.
@@ -17,10 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import (
     JSON,
     Boolean,
+    Connection,
     DateTime,
+    Float,
     Index,
     Integer,
     String,
@@ -28,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     delete,
+    inspect,
     or_,
     select,
     text,
@@ -43,7 +50,9 @@ from woolly_grpc.core import AgentType, AlreadyExists, InvalidInput, NotFound, U
 from .rules import AgentFields, AgentPage, AgentRecord
 
 DatabaseKind = Literal["sqlite", "postgresql"]
-_SCHEMA_LOCK = 0x776F6F6C6C79  # "woolly": replicas starting together create the schema once
+_SCHEMA_LOCK = 0x776F6F6C6C79  # "woolly": replicas starting together migrate the schema once
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_FIRST_REVISION = "0001"
 _CONNECT_TIMEOUT_S = 10.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -72,6 +81,9 @@ class _AgentRow(_Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revision: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    temperature: Mapped[float | None] = mapped_column(Float)
+    max_output_tokens: Mapped[int | None] = mapped_column(Integer)
 
 
 def async_database_url(url: str) -> URL:
@@ -125,7 +137,7 @@ class AgentDatabase:
         return self.url.render_as_string(hide_password=True)
 
     async def open(self) -> None:
-        """Connect and create the schema if it is missing (Unavailable if that fails)."""
+        """Connect and migrate the schema to its newest revision (Unavailable if that fails)."""
         database = self.url.database
         if self.kind == "sqlite" and database and not Path(database).parent.is_dir():
             # Checked before connecting: a failed aiosqlite connect leaves a worker thread that
@@ -139,7 +151,7 @@ class AgentDatabase:
                 await connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
                 )
-            await connection.run_sync(_Base.metadata.create_all)
+            await connection.run_sync(_migrate)
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -270,6 +282,9 @@ def _columns(agent: AgentFields) -> dict[str, object]:
         "tools": list(agent.tools),
         "repository": agent.repository,
         "is_active": agent.is_active,
+        "model": agent.model,
+        "temperature": agent.temperature,
+        "max_output_tokens": agent.max_output_tokens,
     }
 
 
@@ -282,8 +297,26 @@ def _record(row: _AgentRow) -> AgentRecord:
         tools=tuple(row.tools),
         repository=row.repository,
         is_active=row.is_active,
+        model=row.model,
+        temperature=row.temperature,
+        max_output_tokens=row.max_output_tokens,
     )
     return AgentRecord(row.id, fields, _utc(row.create_time), _utc(row.update_time), row.revision)
+
+
+def _migrate(connection: Connection) -> None:
+    """Upgrade the schema to the newest migration, in the caller's transaction.
+
+    A database made before migrations existed has the table but no `alembic_version`: it is
+    marked as the first revision, then upgraded like any other.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    tables = inspect(connection)
+    if tables.has_table(_AgentRow.__tablename__) and not tables.has_table("alembic_version"):
+        command.stamp(config, _FIRST_REVISION)
+    command.upgrade(config, "head")
 
 
 def _utc(value: datetime) -> datetime:

@@ -50,11 +50,15 @@ class SavedAgents:
     Args:
         database: Where definitions live.
         tool_names: The tools that exist, to check `tools` allow-lists against.
+        models: The model specs a saved agent may name (`WOOLLY_MODELS`).
     """
 
-    def __init__(self, database: AgentDatabase, tool_names: ToolNames) -> None:
+    def __init__(
+        self, database: AgentDatabase, tool_names: ToolNames, models: Collection[str] = ()
+    ) -> None:
         self.database = database
         self.tool_names = tool_names
+        self.models = tuple(models)
 
     async def create(self, tenant: str, agent: AgentFields) -> AgentRecord:
         """Validate and store a new definition (AlreadyExists for a taken name)."""
@@ -123,7 +127,7 @@ class SavedAgents:
             record = found.get(agent_id)
             if record is None:
                 raise NotFound("agent", agent_id, hint=f"no saved agent has this id ({field})")
-            resolved[agent_id] = runnable(record, repository, field)
+            resolved[agent_id] = runnable(record, repository, field, self.models)
         return resolved
 
     async def revision_key(self, tenant: str, refs: Sequence[AgentRef]) -> bytes:
@@ -137,7 +141,7 @@ class SavedAgents:
 
     async def _validate(self, agent: AgentFields, names: Collection[str]) -> None:
         tool_names = await self.tool_names() if "tools" in names and agent.tools else None
-        if problems := field_violations(agent, names, tool_names):
+        if problems := field_violations(agent, names, tool_names, self.models):
             raise InvalidInput(problems)
 
 

@@ -18,6 +18,8 @@ MAX_NAME_CHARS = 100
 MAX_DESCRIPTION_CHARS = 2_000
 MAX_SYSTEM_PROMPT_CHARS = 20_000
 MAX_TOOLS = 100
+MAX_TEMPERATURE = 2.0
+MAX_OUTPUT_TOKENS = 1_000_000
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -39,6 +41,12 @@ class AgentFields:
     """The only repository it may run on; empty means any."""
     is_active: bool = True
     """An inactive agent cannot be executed."""
+    model: str = ""
+    """The model spec it runs on (one of the server's); empty means the server's model."""
+    temperature: float | None = None
+    """Sampling temperature; None means the model's default."""
+    max_output_tokens: int | None = None
+    """Most tokens one answer may have; None means the model's default."""
 
 
 WRITABLE_FIELDS = tuple(f.name for f in fields(AgentFields))
@@ -68,6 +76,9 @@ class AgentRecord:
             system_prompt=self.fields.system_prompt,
             tools=self.fields.tools,
             revision=self.revision,
+            model=self.fields.model,
+            temperature=self.fields.temperature,
+            max_output_tokens=self.fields.max_output_tokens,
         )
 
 
@@ -80,12 +91,14 @@ class AgentPage:
     """Empty on the last page."""
 
 
-def runnable(record: AgentRecord, repository: str, field: str) -> SavedAgent:
+def runnable(
+    record: AgentRecord, repository: str, field: str, models: Collection[str]
+) -> SavedAgent:
     """The core's SavedAgent of a stored one, if it may run on `repository` now.
 
     A scope mismatch is INVALID_ARGUMENT (the request pairs an agent with a repository it is not
-    for, whatever the server's state); an inactive agent is FAILED_PRECONDITION (it can run again
-    once someone activates it).
+    for, whatever the server's state); an inactive agent, or one naming a model this server no
+    longer serves, is FAILED_PRECONDITION (it can run again once someone fixes it).
     """
     scope = record.fields.repository
     if scope and scope != repository:
@@ -97,6 +110,11 @@ def runnable(record: AgentRecord, repository: str, field: str) -> SavedAgent:
     if not record.fields.is_active:
         raise FailedPrecondition(
             f"saved agent {record.id!r} ({record.fields.name}) is inactive; set is_active to run it"
+        )
+    if record.fields.model and record.fields.model not in models:
+        raise FailedPrecondition(
+            f"saved agent {record.id!r} ({record.fields.name}) runs on {record.fields.model!r}, "
+            "which this server no longer serves (WOOLLY_MODELS); update its model"
         )
     return record.saved_agent()
 
@@ -118,9 +136,19 @@ def mask_fields(paths: Sequence[str]) -> tuple[str, ...]:
 
 
 def field_violations(
-    agent: AgentFields, names: Collection[str], tool_names: frozenset[str] | None
+    agent: AgentFields,
+    names: Collection[str],
+    tool_names: frozenset[str] | None,
+    models: Collection[str],
 ) -> list[FieldViolation]:
-    """What is wrong with the fields `names` of a definition (paths under `agent.`)."""
+    """What is wrong with the fields `names` of a definition (paths under `agent.`).
+
+    Args:
+        agent: The definition.
+        names: The fields to check (all, or an update mask's).
+        tool_names: The tools that exist; None when they cannot be known.
+        models: The model specs saved agents may name.
+    """
     problems: dict[str, str | None] = {
         "name": _text_problem(agent.name, MAX_NAME_CHARS, required=True),
         "description": _length_problem(agent.description, MAX_DESCRIPTION_CHARS),
@@ -132,12 +160,27 @@ def field_violations(
         ),
         "tools": _tools_problem(agent.tools, tool_names),
         "repository": agent.repository and repository_name_problem(agent.repository),
+        "model": _model_problem(agent.model, models),
+        "temperature": _range_problem(agent.temperature, 0.0, MAX_TEMPERATURE),
+        "max_output_tokens": _range_problem(agent.max_output_tokens, 1, MAX_OUTPUT_TOKENS),
     }
     return [
         FieldViolation(f"agent.{name}", problem)
         for name, problem in problems.items()
         if problem and name in names
     ]
+
+
+def _model_problem(model: str, models: Collection[str]) -> str | None:
+    if not model or model in models:
+        return None
+    return f"{model!r} is not a model this server serves; use one of {', '.join(models)}"
+
+
+def _range_problem(value: float | None, low: float, high: float) -> str | None:
+    if value is None or (low <= value <= high and value == value):  # NaN fails the comparison
+        return None
+    return f"must be between {low:g} and {high:,g} (got {value:g})"
 
 
 def _length_problem(text: str, limit: int) -> str | None:

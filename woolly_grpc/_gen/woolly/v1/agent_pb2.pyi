@@ -389,6 +389,9 @@ class AgentDefinition(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id; output only."""
     name: _builtins.str
@@ -407,6 +410,14 @@ class AgentDefinition(_message.Message):
     """
     revision: _builtins.int
     """Output only: grows by one on every update (part of the cache key of its results)."""
+    model: _builtins.str
+    """The model it runs on: one the server lists in WOOLLY_MODELS (e.g. `openai-chat:gpt-4o-mini`);
+    empty means the server's own model (WOOLLY_MODEL).
+    """
+    temperature: _builtins.float
+    """Sampling temperature, 0 to 2; unset means the model's default."""
+    max_output_tokens: _builtins.int
+    """Most tokens one answer of the model may have, 1 to 1,000,000; unset means the model's default."""
     @_builtins.property
     def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The tool names the agent may call; empty means all tools."""
@@ -433,13 +444,25 @@ class AgentDefinition(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
+        model: _builtins.str = ...,
+        temperature: _builtins.float | None = ...,
+        max_output_tokens: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "create_time", b"create_time", "is_active", b"is_active", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "create_time", b"create_time", "is_active", b"is_active", "max_output_tokens", b"max_output_tokens", "temperature", b"temperature", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "base_type", b"base_type", "create_time", b"create_time", "description", b"description", "id", b"id", "is_active", b"is_active", "name", b"name", "repository", b"repository", "revision", b"revision", "system_prompt", b"system_prompt", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "_max_output_tokens", b"_max_output_tokens", "_temperature", b"_temperature", "base_type", b"base_type", "create_time", b"create_time", "description", b"description", "id", b"id", "is_active", b"is_active", "max_output_tokens", b"max_output_tokens", "model", b"model", "name", b"name", "repository", b"repository", "revision", b"revision", "system_prompt", b"system_prompt", "temperature", b"temperature", "tools", b"tools", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__is_active: _TypeAlias = _typing.Literal["is_active"]  # noqa: Y015
     _WhichOneofArgType__is_active: _TypeAlias = _typing.Literal["_is_active", b"_is_active"]  # noqa: Y015
+    _WhichOneofReturnType__max_output_tokens: _TypeAlias = _typing.Literal["max_output_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_output_tokens: _TypeAlias = _typing.Literal["_max_output_tokens", b"_max_output_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__is_active) -> _WhichOneofReturnType__is_active | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_output_tokens) -> _WhichOneofReturnType__max_output_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___AgentDefinition: _TypeAlias = AgentDefinition  # noqa: Y015
