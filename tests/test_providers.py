@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +35,7 @@ from tests.helpers import (
     scrape_metrics,
     type_value,
 )
+from tests.support.cli import CLI, run_cli
 from tests.support.openai_server import OpenAIServer, running_openai_server
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from woolly_grpc.api import CACHE_TRAILER
@@ -560,3 +563,66 @@ async def test_a_saved_agent_runs_on_its_own_model_and_settings(
     assert asked[0].body["temperature"] == 0.3 and asked[0].body["max_completion_tokens"] == 256
     assert first.result.model == "openai-chat:gpt-cheap" and second.result.model == MODEL
     assert not second.result.cached
+
+
+async def test_the_cli_exits_non_zero_when_a_run_fails(served: RunningServer) -> None:
+    query, _ = words("!status=400")
+    target = ("--target", served.target)  # after the command, as people type it
+    streamed = await run_cli("stream", "calculator", "summarizer", query, "--json", *target)
+    chained = await run_cli("chain", "calculator", "summarizer,tester", query + " c", *target)
+    run_id = json.loads(streamed[1].splitlines()[0])["run_id"]
+    watched = await run_cli("run", "watch", run_id, *target)
+
+    for code, _out, err in (streamed, chained, watched):
+        assert code == 1, err
+        assert "FAILED_PRECONDITION: the model provider refused the request" in err
+
+
+async def test_the_cli_stops_quietly_when_its_reader_closes_the_pipe(
+    served: RunningServer, openai: OpenAIServer
+) -> None:
+    query, key = words("!slow")
+    reader, writer = os.pipe()  # what `woolly-grpc stream … | head -c 8` sets up
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *("--target", served.target, "stream", "calculator", "summarizer", query),
+        stdout=writer,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(writer)
+    first = await asyncio.to_thread(os.read, reader, 8)
+    os.close(reader)  # `head` has its bytes and leaves
+    assert process.stderr is not None
+    errors = await asyncio.wait_for(process.stderr.read(), timeout=30)
+    code = await asyncio.wait_for(process.wait(), timeout=30)
+
+    assert first == b"part 1. ", "text streams as it comes"
+    assert code == 141 and b"Traceback" not in errors and b"BrokenPipe" not in errors
+    await assert_eventually(lambda: openai.asked(key)[0].client_left is not None, timeout=15)
+
+
+async def test_status_reports_each_model_from_its_calls_and_a_probe(
+    settings: Settings, openai: OpenAIServer
+) -> None:
+    host_port = openai.url.removeprefix("http://").removesuffix("/v1")
+    with_secret = f"http://user:s3cret@{host_port}/v1"
+    update = {"model": MODEL, "model_fallbacks": ("openai-chat:gpt-spare",), "model_retries": 0}
+    async with running_server(
+        settings.model_copy(update=update), provider_factory=provider(with_secret)
+    ) as srv:
+        await srv.stub.Execute(execute(words()[0]), timeout=30)
+        await failure(srv.stub.Execute(execute(words("!status=400")[0]), timeout=30))
+        async with WoollyClient(srv.target) as client:
+            status = await client.server_status(probe_models=True)
+            unprobed = await client.server_status()
+
+    models = {m.name: m for m in status.models}
+    assert set(models) == {MODEL, "openai-chat:gpt-spare"}
+    main = models[MODEL]
+    assert main.is_default and not models["openai-chat:gpt-spare"].is_default
+    assert main.base_url.rstrip("/") == f"http://{host_port}/v1", "no credentials"
+    assert "s3cret" not in str(status)
+    assert main.HasField("last_success_time") and main.HasField("last_failure_time")
+    assert main.last_failure == "refused"
+    assert main.probe.reachable and main.probe.kind == "model"
+    assert not unprobed.models[0].HasField("probe")

@@ -165,6 +165,7 @@ def build(
         cache=cache,
         metrics=metrics,
         database=agents.database,
+        models=models,
     )
     service = AgentService(
         runner,

@@ -134,7 +134,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     async def GetServerStatus(
         self, request: pb.GetServerStatusRequest, context: Context
     ) -> pb.GetServerStatusResponse:
-        return await self.status.snapshot()
+        return await self.status.snapshot(probe_models=request.probe_models)
 
     async def CreateAgent(
         self, request: pb.CreateAgentRequest, context: Context

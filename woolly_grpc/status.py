@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -20,6 +20,7 @@ from pydantic_ai.mcp import MCPToolset
 from ._gen.woolly.v1 import agent_service_pb2 as pb
 from .api import VERSION
 from .cache import ResultCache
+from .core.models import ModelHealth, Models
 from .observability import Metrics
 from .runs import RunManager
 from .saved_agents import AgentDatabase
@@ -62,6 +63,7 @@ class StatusReporter:
         cache: ResultCache,
         metrics: Metrics,
         database: AgentDatabase | None = None,
+        models: Models | None = None,
         timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
         self.model = model
@@ -72,6 +74,7 @@ class StatusReporter:
         self.cache = cache
         self.metrics = metrics
         self.database = database
+        self.models = models
         self.timeout_s = timeout_s
         self.serving = False
         """True between start-up and the beginning of shutdown (as health reports it)."""
@@ -79,10 +82,18 @@ class StatusReporter:
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first reading is meaningless; later ones span calls
 
-    async def snapshot(self) -> pb.GetServerStatusResponse:
-        """The status now; the probes run at once, so it takes at most about one timeout."""
-        cache, (mcp, tool_count), resources, database = await asyncio.gather(
-            self._cache_status(), self._mcp_status(), self._resources(), self._database_status()
+    async def snapshot(self, *, probe_models: bool = False) -> pb.GetServerStatusResponse:
+        """The status now; the probes run at once, so it takes at most about one timeout.
+
+        Args:
+            probe_models: Also ask the model providers that can answer cheaply.
+        """
+        cache, (mcp, tool_count), resources, database, models = await asyncio.gather(
+            self._cache_status(),
+            self._mcp_status(),
+            self._resources(),
+            self._database_status(),
+            self._model_statuses(probe_models),
         )
         stats = self.cache.stats
         looked_up = stats.hits + stats.misses
@@ -100,7 +111,28 @@ class StatusReporter:
             active_runs=self.runs.active,
             max_concurrent_runs=self.runs.max_concurrent,
             requests_by_code=self.metrics.handled_by_code(),
+            models=models,
         )
+
+    async def _model_statuses(self, probe: bool) -> list[pb.ModelStatus]:
+        if self.models is None:
+            return []
+        models = self.models
+        health = list(models.health.values())
+        probes = await asyncio.gather(
+            *(self._model_probe(models, h.spec) if probe else _nothing() for h in health)
+        )
+        return [
+            _model_status(h, h.spec == self.model, answer)
+            for h, answer in zip(health, probes, strict=True)
+        ]
+
+    async def _model_probe(self, models: Models, spec: str) -> pb.DependencyStatus | None:
+        probed = await self._probe(lambda: models.probe(spec))
+        if probed.value is None and not probed.error:
+            return None  # this provider has no cheap question to ask
+        latency = probed.value if isinstance(probed.value, float) else probed.seconds
+        return _dependency("model", probed, latency)
 
     async def _cache_status(self) -> pb.DependencyStatus:
         store = self.cache.store
@@ -147,6 +179,31 @@ class StatusReporter:
         except Exception as exc:  # a down dependency is reported, never raised
             return _Probed(time.perf_counter() - began, error=_describe(exc))
         return _Probed(time.perf_counter() - began, value)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _model_status(
+    health: ModelHealth, is_default: bool, probe: pb.DependencyStatus | None
+) -> pb.ModelStatus:
+    status = pb.ModelStatus(
+        name=health.spec,
+        base_url=health.base_url,
+        last_failure=health.last_failure_kind,
+        is_default=is_default,
+        probe=probe,
+    )
+    if health.last_success is not None:
+        status.last_success_time.FromDatetime(_utc(health.last_success))
+    if health.last_failure is not None:
+        status.last_failure_time.FromDatetime(_utc(health.last_failure))
+    return status
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _dependency(kind: str, probed: _Probed, latency_s: float) -> pb.DependencyStatus:

@@ -50,9 +50,18 @@ async def test_execute_json_and_chain(server: RunningServer) -> None:
     code, out, err = await run_cli(
         "--target", server.target, "chain", "calculator", "summarizer,tester", "review"
     )
-    assert code == 0
-    assert "step 0" in err and "step 1" in err
-    assert "Building on step 0 (summarizer)" in out
+    assert code == 0, err
+    assert "── step 0: summarizer ──" in out and "── step 1: tester ──" in out, "headers on stdout"
+    assert out.index("── step 1") < out.index("Building on step 0 (summarizer)")
+
+
+async def test_cache_and_detach_options(server: RunningServer) -> None:
+    command = ("execute", "calculator", "summarizer", "never asked before", "--target")
+    code, _, err = await run_cli(*command, server.target, "--cache", "only-if-cached")
+    assert code == 1 and "NOT_FOUND" in err and "no cached result" in err
+
+    code, out, err = await run_cli(*command, server.target, "--detach", "--cache", "bypass")
+    assert code == 0 and "In short" in out, err
 
 
 async def test_errors_exit_non_zero_with_the_grpc_status(server: RunningServer) -> None:
@@ -66,7 +75,7 @@ async def test_errors_exit_non_zero_with_the_grpc_status(server: RunningServer) 
 
     code, _, err = await run_cli("--target", server.target, "execute", "calculator", "poet", "q")
     assert code == 2
-    assert "unknown agent type 'poet'" in err
+    assert "'poet' is neither an agent type (simplifier, tester" in err
 
 
 async def test_bad_settings_stop_start_up_with_one_line() -> None:

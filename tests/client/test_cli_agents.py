@@ -50,3 +50,23 @@ async def test_cli_errors(server: RunningServer) -> None:
 
     code, _, err = await agents_cli(server, "update", "some-id")
     assert code == 2 and "give at least one field to change" in err
+
+
+async def test_a_saved_agents_id_runs_wherever_a_type_goes(server: RunningServer) -> None:
+    code, out, err = await agents_cli(
+        server, "create", unique("cli-run"), "summarizer", "--json", "--model", "local"
+    )
+    assert code == 0, err
+    agent_id = json.loads(out)["id"]
+
+    executed = await run_cli(
+        "execute", "calculator", agent_id, "what is it?", "--target", server.target
+    )
+    chained = await run_cli(
+        "chain", "calculator", f"{agent_id},tester", "review", "--target", server.target
+    )
+    wrong = await run_cli("execute", "calculator", "summariser", "typo", "--target", server.target)
+
+    assert executed[0] == 0 and "In short" in executed[1], executed[2]
+    assert chained[0] == 0 and "── step 1: tester ──" in chained[1], chained[2]
+    assert wrong[0] == 2 and "neither an agent type" in wrong[2]

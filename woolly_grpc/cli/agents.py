@@ -12,9 +12,9 @@ from woolly_grpc.api import agent_type_label
 from woolly_grpc.client import WoollyClient
 
 
-def add_agents_parser(commands: Any) -> None:
-    """Add the `agents` command and its actions to the CLI's subparsers."""
-    agents = commands.add_parser("agents", help="manage saved agents")
+def add_agents_parser(add_command: Any) -> None:
+    """Add the `agents` command and its actions, through the CLI's `add_parser`."""
+    agents = add_command("agents", help="manage saved agents")
     actions = agents.add_subparsers(dest="action", required=True)
 
     create = actions.add_parser("create", help="save a new agent")

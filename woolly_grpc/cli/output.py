@@ -37,9 +37,22 @@ def print_status(status: agent_service_pb2.GetServerStatusResponse, *, as_json: 
         ("process", f"cpu {res.process_cpu_percent:.1f}%, rss {rss:.1f} MiB"),
         ("disk", f"{free:.1f} GiB free of {total:.1f} GiB"),
         ("requests", by_code or "none yet"),
+        *(("model", _model(m)) for m in status.models),
     ]
     for name, value in rows:
         print(f"{name:<10} {value}")
+
+
+def _model(model: agent_service_pb2.ModelStatus) -> str:
+    where = f" at {model.base_url}" if model.base_url else ""
+    said = [f"{model.name}{where}" + (" (default)" if model.is_default else "")]
+    if model.HasField("last_success_time"):
+        said.append(f"last success {model.last_success_time.ToJsonString()}")
+    if model.HasField("last_failure_time"):
+        said.append(f"last failure {model.last_failure_time.ToJsonString()} ({model.last_failure})")
+    if model.HasField("probe"):
+        said.append(_dependency(model.probe))
+    return "; ".join(said)
 
 
 def _dependency(dependency: agent_service_pb2.DependencyStatus) -> str:
@@ -60,7 +73,10 @@ def print_result(result: agent_pb2.AgentResult, *, as_json: bool) -> None:
 
 
 def print_event(message: Any, *, as_json: bool, parallel: bool = False) -> None:
-    """Print one streamed event: text as it arrives, tools and steps as short notes on stderr."""
+    """Print one streamed event as it arrives.
+
+    Text and step headers go to stdout; tool calls and the run's end are short notes on stderr.
+    """
     if as_json:
         print(json_format.MessageToJson(message, indent=None, preserving_proto_field_name=True))
         return
@@ -79,7 +95,7 @@ def print_event(message: Any, *, as_json: bool, parallel: bool = False) -> None:
         )
     elif kind == "step_started":
         agent = agent_type_label(message.agent_type)
-        print(f"\n── {step}: {agent} ──", file=sys.stderr)
+        print(f"\n── {step.strip()}: {agent} ──", flush=True)
     elif kind == "step_completed" and parallel:
         print(f"\n── {step}result ──\n{message.step_completed.result.content}")
     elif kind in ("completed", "chain_completed"):

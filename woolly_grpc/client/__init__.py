@@ -212,10 +212,13 @@ class WoollyClient:
         return response.run
 
     async def server_status(
-        self, *, timeout: float | None = 10.0
+        self, *, probe_models: bool = False, timeout: float | None = 10.0
     ) -> agent_service_pb2.GetServerStatusResponse:
-        """The server's version, uptime, resources, dependencies, runs and calls by code."""
-        request = agent_service_pb2.GetServerStatusRequest()
+        """The server's version, uptime, resources, dependencies, models, runs, calls by code.
+
+        `probe_models` also asks each model's provider (a request each, where one is cheap).
+        """
+        request = agent_service_pb2.GetServerStatusRequest(probe_models=probe_models)
         return await self.stub.GetServerStatus(request, timeout=timeout)
 
     def watch_run(

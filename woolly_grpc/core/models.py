@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_ai import RunContext
 from pydantic_ai import exceptions as ai
@@ -24,6 +26,7 @@ from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse, 
 from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.providers import Provider, infer_provider
+from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
 from .failures import falls_back, retry_reason
@@ -141,6 +144,15 @@ class RetryingModel(WrapperModel):
         return True
 
 
+def _public_url(model: Model) -> str:
+    """The provider's base URL without credentials or query (they may carry a key)."""
+    url = getattr(model, "base_url", None) or ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) if url else ""
+
+
 def _retryable(exc: BaseException) -> tuple[str | None, float | None]:
     """Why a retry may help (None: it will not), and how long the provider asked to wait.
 
@@ -159,6 +171,74 @@ def _without_sdk_retries(settings: ModelSettings | None) -> ModelSettings:
     # The provider SDK's own retries would wait unseen and uncounted (the OpenAI SDK honours
     # Retry-After up to two minutes): this model owns retrying.
     return {**(settings or {}), "max_retries": 0}
+
+
+@dataclass
+class ModelHealth:
+    """What the calls this server made say about one model (for the status report)."""
+
+    spec: str
+    base_url: str = ""
+    """Where its provider is, without credentials or query; empty for the offline engine."""
+    last_success: float | None = None
+    """Wall-clock time of the last request that succeeded."""
+    last_failure: float | None = None
+    last_failure_kind: str = ""
+    """`rate_limited`, `server_error`, `connection`, … (see `failures.retry_reason`), `quota` or
+    `refused`."""
+
+
+class WatchedModel(WrapperModel):
+    """Notes the outcome of every request to one provider model in its `ModelHealth`."""
+
+    def __init__(self, wrapped: Model, health: ModelHealth) -> None:
+        super().__init__(wrapped)
+        self.health = health
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        """The wrapped model's response, its outcome noted."""
+        try:
+            response = await self.wrapped.request(
+                messages, model_settings, model_request_parameters
+            )
+        except ai.ModelAPIError as exc:
+            self._failed(exc)
+            raise
+        self.health.last_success = time.time()
+        return response
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        """The wrapped model's stream, its outcome (once read to its end) noted."""
+        try:
+            async with self.wrapped.request_stream(
+                messages, model_settings, model_request_parameters, run_context
+            ) as stream:
+                yield stream
+        except ai.ModelAPIError as exc:
+            self._failed(exc)
+            raise
+        self.health.last_success = time.time()
+
+    def _failed(self, exc: ai.ModelAPIError) -> None:
+        self.health.last_failure = time.time()
+        if (reason := retry_reason(exc)) is not None:
+            self.health.last_failure_kind = reason
+        elif isinstance(exc, ai.ModelQuotaExceededError):
+            self.health.last_failure_kind = "quota"
+        else:
+            self.health.last_failure_kind = "refused"
 
 
 class Models:
@@ -193,13 +273,18 @@ class Models:
         """Each provider model's own name (what errors and responses report) → its spec."""
         self._providers: list[Model] = []
         self._open = AsyncExitStack()
+        self.health: dict[str, ModelHealth] = {}
+        """Every spec runs may use (fallbacks included) → what calls said of it."""
         self._fallbacks = [self._provider_model(spec) for spec in dict.fromkeys(fallbacks)]
         if isinstance(default, Model):
             self.default = default.model_name
+            self.health[self.default] = ModelHealth(self.default)
             self._built: dict[str, Model] = {self.default: self._served(default)}
         else:
             self.default = default
             self._built = {}
+        if self.default == LOCAL:
+            self.health[LOCAL] = ModelHealth(LOCAL)
         for spec in dict.fromkeys([self.default, *allowed]):
             self._build(spec)
 
@@ -228,6 +313,22 @@ class Models:
         """Close the providers' HTTP clients."""
         await self._open.aclose()
 
+    async def probe(self, spec: str) -> float | None:
+        """Ask the model's provider for its model list; seconds it took, None if it cannot be.
+
+        Only OpenAI-compatible providers have such a cheap question (`GET /models`).
+
+        Raises:
+            Exception: whatever the provider's client raised (the caller reports it).
+        """
+        health = self.health.get(spec)
+        model = next((m for m in self._providers if self.names[m.model_name] == spec), None)
+        if health is None or model is None or not isinstance(model.provider, OpenAIProvider):
+            return None
+        began = time.perf_counter()
+        await model.provider.client.models.list()
+        return time.perf_counter() - began
+
     def spec_of(self, model_name: str) -> str:
         """The spec of a provider model by the name it reports (itself when unknown)."""
         return self.names.get(model_name, model_name)
@@ -246,7 +347,8 @@ class Models:
             raise ValueError(f"cannot use model {spec!r}: {said}") from exc
         self.names[model.model_name] = spec
         self._providers.append(model)
-        return model
+        health = self.health[spec] = ModelHealth(spec, _public_url(model))
+        return WatchedModel(model, health)
 
     def _served(self, model: Model) -> Model:
         others = [m for m in self._fallbacks if m is not model and m.model_name != model.model_name]

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from woolly_grpc._gen.woolly.v1 import agent_pb2 as _agent_pb2
 from woolly_grpc._gen.woolly.v1 import run_pb2 as _run_pb2
@@ -701,16 +702,75 @@ class GetServerStatusRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PROBE_MODELS_FIELD_NUMBER: _builtins.int
+    probe_models: _builtins.bool
+    """Also ask each model provider that has a cheap way to answer (`GET /models` on
+    OpenAI-compatible servers), within a short timeout; off by default (it costs a request).
+    """
     def __init__(
         self,
+        *,
+        probe_models: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["probe_models", b"probe_models"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetServerStatusRequest: _TypeAlias = GetServerStatusRequest  # noqa: Y015
+
+@_typing.final
+class ModelStatus(_message.Message):
+    """A model the server runs, as seen from the calls it made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    LAST_SUCCESS_TIME_FIELD_NUMBER: _builtins.int
+    LAST_FAILURE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_FAILURE_FIELD_NUMBER: _builtins.int
+    PROBE_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its spec, e.g. `openai-chat:gpt-4o-mini` or `local`."""
+    base_url: _builtins.str
+    """Where its provider is, without credentials; empty for the offline engine."""
+    last_failure: _builtins.str
+    """How it last failed: `rate_limited`, `server_error`, `connection`, `quota`, `refused`, …"""
+    is_default: _builtins.bool
+    """True for the server's own model (WOOLLY_MODEL); false for fallbacks and saved agents' models."""
+    @_builtins.property
+    def last_success_time(self) -> _timestamp_pb2.Timestamp:
+        """When a request to it last succeeded; unset if none has."""
+
+    @_builtins.property
+    def last_failure_time(self) -> _timestamp_pb2.Timestamp:
+        """When a request to it last failed; unset if none has."""
+
+    @_builtins.property
+    def probe(self) -> Global___DependencyStatus:
+        """The provider's answer to the probe, when one was asked for and is possible."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        base_url: _builtins.str = ...,
+        last_success_time: _timestamp_pb2.Timestamp | None = ...,
+        last_failure_time: _timestamp_pb2.Timestamp | None = ...,
+        last_failure: _builtins.str = ...,
+        probe: Global___DependencyStatus | None = ...,
+        is_default: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_failure_time", b"last_failure_time", "last_success_time", b"last_success_time", "probe", b"probe"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "is_default", b"is_default", "last_failure", b"last_failure", "last_failure_time", b"last_failure_time", "last_success_time", b"last_success_time", "name", b"name", "probe", b"probe"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelStatus: _TypeAlias = ModelStatus  # noqa: Y015
 
 @_typing.final
 class DependencyStatus(_message.Message):
@@ -825,6 +885,7 @@ class GetServerStatusResponse(_message.Message):
     ACTIVE_RUNS_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENT_RUNS_FIELD_NUMBER: _builtins.int
     REQUESTS_BY_CODE_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """The server's version."""
     model: _builtins.str
@@ -863,6 +924,10 @@ class GetServerStatusResponse(_message.Message):
     def requests_by_code(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Calls handled since start, by gRPC status code name."""
 
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelStatus]:
+        """Every model runs may use: the server's, its fallbacks, and those saved agents may name."""
+
     def __init__(
         self,
         *,
@@ -879,10 +944,11 @@ class GetServerStatusResponse(_message.Message):
         active_runs: _builtins.int = ...,
         max_concurrent_runs: _builtins.int = ...,
         requests_by_code: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        models: _abc.Iterable[Global___ModelStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "database", b"database", "mcp", b"mcp", "resources", b"resources", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "cache", b"cache", "cache_hit_ratio", b"cache_hit_ratio", "database", b"database", "max_concurrent_runs", b"max_concurrent_runs", "mcp", b"mcp", "model", b"model", "requests_by_code", b"requests_by_code", "resources", b"resources", "serving", b"serving", "tool_count", b"tool_count", "uptime", b"uptime", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "cache", b"cache", "cache_hit_ratio", b"cache_hit_ratio", "database", b"database", "max_concurrent_runs", b"max_concurrent_runs", "mcp", b"mcp", "model", b"model", "models", b"models", "requests_by_code", b"requests_by_code", "resources", b"resources", "serving", b"serving", "tool_count", b"tool_count", "uptime", b"uptime", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
