@@ -39,7 +39,10 @@ def test_the_examples_cover_each_server() -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(env: dict[str, str], repos: Path, tmp: Path) -> AsyncIterator[str]:
+async def serving(
+    env: dict[str, str], repos: Path, tmp: Path, log: list[str]
+) -> AsyncIterator[str]:
+    """`woolly-grpc serve` with this environment, at INFO; its log lines end up in `log`."""
     process = await asyncio.create_subprocess_exec(
         *CLI,
         *("serve", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"),
@@ -53,11 +56,15 @@ async def serving(env: dict[str, str], repos: Path, tmp: Path) -> AsyncIterator[
         while port is None:
             line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
             assert line, "serve exited before it was serving"
+            log.append(line)
             if found := re.search(r"serving .* on 127\.0\.0\.1:(\d+)", line):
                 port = int(found.group(1))
         yield f"127.0.0.1:{port}"
     finally:
         process.send_signal(signal.SIGTERM)
+        log.extend(
+            (await asyncio.wait_for(process.stderr.read(), timeout=30)).decode().splitlines()
+        )
         await asyncio.wait_for(process.wait(), timeout=30)
 
 
@@ -70,7 +77,8 @@ async def test_each_example_serves_calls_through_its_provider(
         if "WOOLLY_MODEL_FALLBACKS" in example:
             openai.down.add(primary)  # the fallback example: the first model is down
         env = {**example, "OPENAI_BASE_URL": openai.url}
-        async with serving(env, repos_root, tmp_path) as target:
+        log: list[str] = []
+        async with serving(env, repos_root, tmp_path, log) as target:
             key = uuid.uuid4().hex
             code, out, err = await run_cli(
                 *("execute", "calculator", "summarizer", f"hi !id={key}", "--target", target)
@@ -82,6 +90,9 @@ async def test_each_example_serves_calls_through_its_provider(
     expected = example.get("WOOLLY_MODEL_FALLBACKS", example["WOOLLY_MODEL"])
     assert [r.model for r in answered] == [expected.removeprefix("openai-chat:")]
     assert all(r.body["model"] for r in openai.asked(key))
+    logged = "\n".join(log)
+    assert "rpc /woolly.v1.AgentService/Execute OK" in logged, "the access log is at INFO"
+    assert openai.url.split("//")[1].split("/")[0] not in logged, "no provider URL at INFO"
 
 
 def test_every_failure_row_names_a_status() -> None:

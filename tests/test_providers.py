@@ -257,6 +257,46 @@ async def test_rate_limited_is_retried_then_unavailable_with_retry_info(
     assert after - before == 2
 
 
+FAILURES = {
+    "quota": ("!quota", S.RESOURCE_EXHAUSTED, "waiting will not help", 1),
+    "server error": ("!status=500 !retry_after=0", S.UNAVAILABLE, "HTTP 500", 3),
+    "malformed": ("!malformed", S.UNAVAILABLE, "could not be read", 1),
+    "bad request": ("!status=400", S.FAILED_PRECONDITION, "refused the request", 1),
+    "bad key": ("!status=401", S.FAILED_PRECONDITION, "credentials", 1),
+    "no model": ("!status=404", S.FAILED_PRECONDITION, "no such model", 1),
+    "bad tool arguments": ("!badargs", S.UNAVAILABLE, "could not be used", 3),
+}
+"""What the query asks the provider to do, the caller's status, a phrase of its message, and how
+many requests the provider must have seen."""
+
+
+@pytest.mark.parametrize("method", ["Execute", "StreamExecute", "ExecuteChain"])
+@pytest.mark.parametrize("case", FAILURES)
+async def test_each_failure_through_each_method(
+    served: RunningServer, openai: OpenAIServer, method: str, case: str
+) -> None:
+    directive, code, said, requests = FAILURES[case]
+    query, key = words(directive)
+    request = {"Execute": execute, "StreamExecute": stream, "ExecuteChain": chain}[method](query)
+    error = await failure(getattr(served.stub, method)(request, timeout=30))
+    message = details(error)
+
+    assert error.code() == code and said in message, message
+    assert "sk-t" not in message and "127.0.0.1" not in message and "Consider" not in message
+    assert len(openai.asked(key)) == requests, "a chain stops at its first failed step"
+
+
+@pytest.mark.parametrize("method", ["StreamExecute", "ExecuteChain"])
+async def test_tool_calls_through_each_streaming_method(served: RunningServer, method: str) -> None:
+    query, _ = words("!tool", "!chunks=1")
+    request = {"StreamExecute": stream, "ExecuteChain": chain}[method](query)
+    messages = [m async for m in getattr(served.stub, method)(request, timeout=30)]
+
+    kinds = event_kinds(messages)
+    assert kinds.count("tool_call") == kinds.count("tool_result") >= 1
+    assert any("after 1 tool result" in m.text_delta.text for m in messages)
+
+
 async def test_a_retry_that_succeeds_is_invisible_to_the_caller(
     served: RunningServer, openai: OpenAIServer
 ) -> None:
@@ -328,39 +368,6 @@ async def test_a_connection_dropped_mid_stream_ends_unavailable_after_the_text_i
     assert trailers.get("woolly-run-ended") == "failed", "clients must not resume it"
 
 
-@pytest.mark.parametrize(
-    ("status", "said"),
-    [
-        (400, "refused the request as configured"),
-        (401, "rejected this server's credentials"),
-        (404, "no such model or endpoint"),
-    ],
-)
-async def test_refusals_are_failed_precondition_and_quote_no_key(
-    served: RunningServer, openai: OpenAIServer, status: int, said: str
-) -> None:
-    query, key = words(f"!status={status}")
-    error = await failure(served.stub.Execute(execute(query), timeout=30))
-    message = details(error)
-
-    assert error.code() == S.FAILED_PRECONDITION and said in message
-    assert "sk-t" not in message and "127.0.0.1" not in message and "http" not in message
-    assert "\n" not in message and len(message) < 300
-    assert len(openai.asked(key)) == 1
-
-
-async def test_bad_tool_arguments_go_back_to_the_model_then_fail_unavailable(
-    served: RunningServer, openai: OpenAIServer
-) -> None:
-    query, key = words("!badargs")
-    error = await failure(served.stub.Execute(execute(query), timeout=30))
-
-    assert error.code() == S.UNAVAILABLE
-    assert "could not be used" in details(error)
-    assert "docs" not in details(error) and "Consider" not in details(error)
-    assert len(openai.asked(key)) == 3, "the first call and WOOLLY_TOOL_RETRIES=2 corrections"
-
-
 async def test_the_usage_of_a_failed_run_is_recorded(
     served: RunningServer, openai: OpenAIServer, metrics_port: int
 ) -> None:
@@ -380,6 +387,22 @@ async def test_the_usage_of_a_failed_run_is_recorded(
         "agent_tokens_total", agent_type="summarizer", direction="input"
     )
     assert after - before == 12
+
+
+async def test_the_usage_of_a_cancelled_run_is_recorded(
+    served: RunningServer, openai: OpenAIServer
+) -> None:
+    query, key = words("!tool", "!slow")
+    call = served.stub.StreamExecute(stream(query), timeout=60)
+    run_id = await slow_stream_started(served, openai, key, call)
+    await read(call)  # the tool's result
+    await read(call)  # text of the second request: the first one's usage is in
+    await served.stub.CancelRun(agent_service_pb2.CancelRunRequest(run_id=run_id), timeout=10)
+    run = (await served.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=run_id))).run
+
+    assert run.status == run_pb2.RUN_STATUS_CANCELLED
+    assert run.usage.input_tokens == 12 and run.usage.output_tokens == 7
+    assert run.usage.requests == 2 and run.usage.tool_calls == 1
 
 
 async def test_a_run_stopped_at_the_request_limit_counts_what_it_spent(
