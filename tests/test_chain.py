@@ -6,7 +6,10 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import grpc
+import pytest
 from google.protobuf import json_format
+from grpc import aio
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -165,3 +168,24 @@ async def test_chain_given_as_steps(server: RunningServer) -> None:
     messages = [m async for m in server.stub.ExecuteChain(request, timeout=30)]
 
     assert messages[-1].chain_completed.results[0].agent_type == type_value("summarizer")
+
+
+async def test_a_chains_own_results_do_not_count_against_the_callers_context_limit(
+    settings: Settings,
+) -> None:
+    """The limit is for what callers send: four steps of results far past it still run."""
+    update = {"max_context_bytes": 600}
+    async with running_server(settings.model_copy(update=update)) as srv:
+        steps = ["summarizer", "tester", "documentation", "simplifier"]
+        request = chain_request(steps)
+        request.context.update({"ticket": "W-7"})
+        messages = [m async for m in srv.stub.ExecuteChain(request, timeout=60)]
+        too_big = chain_request(steps)
+        too_big.context.update({"notes": "x" * 700})
+        with pytest.raises(aio.AioRpcError) as caught:
+            [m async for m in srv.stub.ExecuteChain(too_big, timeout=60)]
+
+    final = messages[-1].chain_completed
+    assert len(final.results) == 4
+    assert sum(len(r.content) for r in final.results[:3]) > 600 * 4, "the chain's own is large"
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

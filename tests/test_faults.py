@@ -171,3 +171,36 @@ async def _stream_error(srv: RunningServer, query: str) -> aio.AioRpcError:
         async for _ in srv.stub.StreamExecute(_chat(query), timeout=30):
             pass
     return caught.value
+
+
+async def test_a_stalled_database_fails_calls_within_its_timeout(settings: Settings) -> None:
+    """PostgreSQL SIGSTOPped: saved-agent calls end UNAVAILABLE after WOOLLY_DB_TIMEOUT_S
+    (not when the database wakes up), naming no address; after SIGCONT they work again."""
+    async with running_postgres() as postgres:
+        url = await postgres.create_database()
+        update = {"database_url": url, "db_timeout_s": 1.0}
+        async with running_server(settings.model_copy(update=update)) as srv:
+            agent = agent_pb2.AgentDefinition(name="stall", base_type=type_value("summarizer"))
+            create = agent_service_pb2.CreateAgentRequest(agent=agent)
+            saved = (await srv.stub.CreateAgent(create, timeout=10)).agent
+            get = agent_service_pb2.GetAgentRequest(id=saved.id)
+            postgres.pause()
+            try:
+                calls = [srv.stub.GetAgent(get, timeout=20) for _ in range(5)]
+                outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            finally:
+                postgres.resume()
+
+            async def answers_again() -> bool:
+                try:
+                    return (await srv.stub.GetAgent(get, timeout=5)).agent.name == "stall"
+                except aio.AioRpcError:
+                    return False
+
+            await assert_eventually(answers_again, timeout=20)
+
+    for outcome in outcomes:
+        assert isinstance(outcome, aio.AioRpcError), outcome
+        assert outcome.code() == S.UNAVAILABLE, details(outcome)
+        assert "did not answer within 1 s" in details(outcome)
+        assert "127.0.0.1" not in details(outcome) and "postgresql" not in details(outcome)

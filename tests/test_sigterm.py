@@ -32,15 +32,20 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 async def serving_process(
     tmp_path: Path, *options: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """`tests.support.slow_server` running `server.serve` on a free port, and its address."""
+    """`tests.support.slow_server` running `server.serve` on a free port, and its address.
+
+    What it writes on stderr goes to `tmp_path / "stderr"`.
+    """
     port = free_port()
     target = f"127.0.0.1:{port}"
+    errors = (tmp_path / "stderr").open("wb")
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "tests.support.slow_server", "--port", str(port)),
         *("--database-url", f"sqlite:///{tmp_path / 'woolly.db'}", *options),
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=errors,
     )
+    errors.close()
     try:
         async with aio.insecure_channel(target) as channel:
             health = health_stub(channel)
@@ -124,3 +129,38 @@ async def test_runs_past_the_grace_end_cancelled_as_shutdown(
     assert run.status == run_pb2.RUN_STATUS_CANCELLED
     assert run.cancel_reason == run_pb2.CANCEL_REASON_SHUTDOWN
     assert run.partial_content.startswith("chunk 0. chunk 1. ")
+
+
+async def test_a_second_signal_cuts_the_drain_short_and_stops_once(
+    tmp_path: Path, redis_server: RedisServer, settings: Settings
+) -> None:
+    """SIGTERM, then SIGINT during a 30 s drain: the endless run is cancelled (SHUTDOWN) at
+    once, shutdown runs once (nothing closed twice, no traceback), the process exits 0."""
+    await redis_server.flush()
+    options = ("--cache-url", redis_server.url, "--chunk-s", "0.02", "--grace-s", "30")
+    async with (
+        serving_process(tmp_path, *options) as (process, target),
+        aio.insecure_channel(target) as channel,
+    ):
+        watch = health_stub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+        assert (await watch.read()).status == SERVING
+        call = AgentServiceStub(channel).StreamExecute(REQUEST, timeout=60)
+        run_id = (await read(call)).run_id
+        await read(call)
+
+        process.send_signal(signal.SIGTERM)
+        assert (await watch.read()).status == NOT_SERVING  # draining now, for up to 30 s
+        watch.cancel()
+        process.send_signal(signal.SIGINT)
+        with pytest.raises(aio.AioRpcError):
+            await read_rest(call)
+        exit_code = await asyncio.wait_for(process.wait(), 20)  # well inside the 30 s grace
+
+    shared = settings.model_copy(update={"cache_url": redis_server.url})
+    async with running_server(shared) as replica:
+        run = (await replica.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=run_id))).run
+    errors = (tmp_path / "stderr").read_text()
+
+    assert exit_code == 0 and "Traceback" not in errors, errors
+    assert run.status == run_pb2.RUN_STATUS_CANCELLED
+    assert run.cancel_reason == run_pb2.CANCEL_REASON_SHUTDOWN

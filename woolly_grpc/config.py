@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///woolly.db"
     """Where saved agents live: `sqlite:///PATH` (relative to the working directory; `////` for an
     absolute path) or `postgresql://USER:PASSWORD@HOST:PORT/DB` (for several replicas)."""
+    db_timeout_s: float = Field(5.0, gt=0)
+    """Longest one saved-agents database operation may take; then the call is UNAVAILABLE."""
     max_query_chars: int = Field(100_000, ge=1)
     """Longest accepted `user_query`, in characters."""
     max_context_bytes: int = Field(256 * 1024, ge=2)

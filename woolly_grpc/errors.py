@@ -37,6 +37,8 @@ and field violations that quote request fields are cut to these sizes (UTF-8), s
 field never turns the real answer into the client's RESOURCE_EXHAUSTED "received metadata size
 exceeds soft limit"."""
 
+_STORE_UNREACHABLE = "the shared store of runs and cached results is unreachable; try again shortly"
+
 # The first matching class wins, so subclasses come before their bases.
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -61,7 +63,9 @@ def to_status(exc: BaseException, run_id: str = "") -> status_pb2.Status:
         _log.error("unexpected error in run %s", run_id or "-", exc_info=exc)
         where = f" (run {run_id})" if run_id else ""
         return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error{where}")
-    status = status_pb2.Status(code=code.value[0], message=_cut(str(exc), MAX_MESSAGE_BYTES))
+    # A store error names where the store is (for the log); callers learn only what failed.
+    said = _STORE_UNREACHABLE if isinstance(exc, StoreError) else str(exc)
+    status = status_pb2.Status(code=code.value[0], message=_cut(said, MAX_MESSAGE_BYTES))
     if isinstance(exc, InvalidInput):
         _pack(status, _bad_request(exc))
     retry_after_s = exc.retry_after_s if isinstance(exc, Overloaded | Unavailable) else None

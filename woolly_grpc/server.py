@@ -70,6 +70,8 @@ class App:
     """The models runs use; their providers' HTTP clients are opened by `start`."""
     metrics_endpoint: MetricsEndpoint | None = None
     """The /metrics HTTP server, once started (none when `metrics_port` is 0)."""
+    stopping: asyncio.Task[None] | None = None
+    """The shutdown, once begun (`stop`)."""
 
 
 def build(
@@ -138,7 +140,9 @@ def build(
     runs = RunManager(journal, settings, observer=AgentMetrics(metrics))
     try:
         agents = SavedAgents(
-            AgentDatabase(settings.database_url), toolset_names(runner.toolset), models.specs
+            AgentDatabase(settings.database_url, timeout_s=settings.db_timeout_s),
+            toolset_names(runner.toolset),
+            models.specs,
         )
     except ValueError as exc:
         raise StartupError(f"cannot use WOOLLY_DATABASE_URL: {exc}") from exc
@@ -302,7 +306,19 @@ def _start_metrics_endpoint(app: App) -> None:
 
 
 async def stop(app: App, grace: float | None = None) -> None:
-    """NOT_SERVING at once, let in-flight calls finish within the grace, cancel the rest."""
+    """NOT_SERVING at once, let in-flight calls finish within the grace, cancel the rest.
+
+    Once only: called again while it runs (a second signal), it does not start over; with no
+    grace it cancels the runs still going (reason SHUTDOWN), so the drain ends now.
+    """
+    if app.stopping is None:
+        app.stopping = asyncio.create_task(_shut_down(app, grace), name="shutdown")
+    elif grace == 0:
+        app.runs.cancel_all()
+    await asyncio.shield(app.stopping)
+
+
+async def _shut_down(app: App, grace: float | None) -> None:
     grace = app.settings.shutdown_grace_s if grace is None else grace
     await app.health.enter_graceful_shutdown()
     app.status.serving = False
@@ -346,18 +362,18 @@ async def serve(settings: Settings, *, model: Model | None = None) -> None:
         settings.repos_root,
     )
     loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
+    signals: list[asyncio.Task[None]] = []
 
     def on_signal() -> None:
-        if stopping:
-            _log.warning("second signal: stopping now")
-            stopping.append(loop.create_task(stop(app, grace=0)))
+        if app.stopping is not None:
+            _log.warning("second signal: cancelling what is still running")
+            signals.append(loop.create_task(stop(app, grace=0)))
             return
         _log.info("shutting down: draining for up to %ss", settings.shutdown_grace_s)
-        stopping.append(loop.create_task(stop(app)))
+        signals.append(loop.create_task(stop(app)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     await app.server.wait_for_termination()
-    await asyncio.gather(*stopping)
+    await asyncio.gather(*signals)
     _log.info("stopped")

@@ -33,7 +33,7 @@ async def test_definitions_survive_a_restart(agent_settings: Settings) -> None:
         ("sqlite:////no/such/directory/woolly.db", "unable to open database file"),
         (
             f"postgresql://woolly:s3cret@127.0.0.1:{free_port()}/woolly",
-            "cannot open the saved-agents database postgresql+asyncpg://woolly:***@127.0.0.1",
+            "cannot open the saved-agents database: postgresql+asyncpg://woolly:***@127.0.0.1",
         ),
     ],
     ids=["unsupported", "sqlite-missing-directory", "postgresql-unreachable"],

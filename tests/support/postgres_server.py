@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -98,6 +99,24 @@ class PostgresServer:
         finally:
             await engine.dispose()
         return self.url(name)
+
+    def pause(self) -> None:
+        """SIGSTOP the server and every backend: connections stay open, nothing answers.
+
+        Each backend is a session of its own (PostgreSQL calls setsid), so each gets the signal.
+        """
+        for process in self._family():
+            process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT what `pause` stopped."""
+        for process in self._family():
+            process.send_signal(signal.SIGCONT)
+
+    def _family(self) -> list[psutil.Process]:
+        assert self._process is not None
+        postmaster = psutil.Process(self._process.pid)
+        return [postmaster, *postmaster.children(recursive=True)]
 
     async def stop(self) -> None:
         """Fast shutdown (SIGINT) and wait for the process to exit."""

@@ -94,8 +94,6 @@ AGENT_SPECS: Mapping[AgentType, AgentSpec] = {
 }
 
 
-_EARLIER = ("result", "type")
-"""The context keys a chain adds per earlier step (`agent_<i>_result`, `agent_<i>_type`)."""
 _EARLIER_RESULT_CHARS = 6000
 """How much of each earlier step's content a later step's prompt carries."""
 
@@ -123,11 +121,7 @@ def build_prompt(request: RunRequest) -> str:
     parts = [request.query.strip(), f"## Repository\n{request.repository}"]
     # Earlier results are in the context too (callers read them there), but the model gets
     # each once: under "Earlier results" below.
-    shown_below = {
-        f"agent_{i}_{what}" for i in range(len(request.earlier_results)) for what in _EARLIER
-    }
-    context = {k: v for k, v in request.context.items() if k not in shown_below}
-    if context:
+    if context := request.callers_context:
         text = json.dumps(context, indent=2, sort_keys=True, ensure_ascii=False)
         parts.append(f"## Context\n```json\n{text}\n```")
     if request.earlier_results:

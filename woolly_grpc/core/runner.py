@@ -95,7 +95,7 @@ class AgentRunner:
             NotFound: when the repository does not exist.
         """
         violations = _query_violations(request.query, self.limits)
-        violations += _context_violations(request.context, self.limits)
+        violations += _context_violations(request.callers_context, self.limits)
         if violations:
             raise InvalidInput(violations)
         return resolve_repository(self.repos_root, request.repository)

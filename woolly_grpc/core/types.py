@@ -62,6 +62,22 @@ class RunRequest:
     earlier_results: tuple[AgentResult, ...] = ()
     """Results of earlier chain steps this agent should build on."""
 
+    @property
+    def callers_context(self) -> JsonObject:
+        """The context without what a chain added from its earlier steps.
+
+        A chain step's context also holds `agent_<i>_result` and `agent_<i>_type` of the steps
+        before it; those are the chain's own, not the caller's (limits and the prompt say so).
+        """
+        if not self.earlier_results:
+            return self.context
+        added = {
+            f"agent_{i}_{what}"
+            for i in range(len(self.earlier_results))
+            for what in ("result", "type")
+        }
+        return {k: v for k, v in self.context.items() if k not in added}
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -240,12 +240,17 @@ class RunManager:
             await asyncio.wait_for(self.wait(run_id, tenant=tenant), self.cancel_wait_s)
         return await self.get(run_id, tenant=tenant)
 
-    async def close(self) -> None:
-        """Cancel every run still executing here (reason SHUTDOWN) and write them out."""
+    def cancel_all(self) -> list[OwnedRun]:
+        """Cancel every run still executing here (reason SHUTDOWN); returns them."""
         self.closing = True
         running = [r for r in self._runs.values() if not r.done]
         for run in running:
             self._cancel_here(run, run_pb2.CANCEL_REASON_SHUTDOWN)
+        return running
+
+    async def close(self) -> None:
+        """Cancel every run still executing here (reason SHUTDOWN) and write them out."""
+        running = self.cancel_all()
         await asyncio.gather(*(r.task for r in running if r.task), return_exceptions=True)
         if self._background:
             # Give the journal a moment to write the last events out; a dead store gets no more.

@@ -10,8 +10,10 @@ name cannot both win. Updates are compare-and-set on `revision`. Lists page by k
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -48,6 +50,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from woolly_grpc.core import AgentType, AlreadyExists, InvalidInput, NotFound, Unavailable
 
 from .rules import AgentFields, AgentPage, AgentRecord
+
+_log = logging.getLogger(__name__)
 
 DatabaseKind = Literal["sqlite", "postgresql"]
 _SCHEMA_LOCK = 0x776F6F6C6C79  # "woolly": replicas starting together migrate the schema once
@@ -110,15 +114,22 @@ def async_database_url(url: str) -> URL:
 class AgentDatabase:
     """Saved agent definitions in a SQL database.
 
+    Every operation is bounded by `timeout_s`. A failure is Unavailable with a message for
+    callers that names no address; the details go to the log, one WARNING when failures start
+    and one INFO line when the database answers again.
+
     Args:
         url: A SQLite or PostgreSQL URL, sync style or with an async driver.
+        timeout_s: Longest any one operation may take.
 
     Raises:
         ValueError: for a URL it cannot use (nothing is connected yet).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
         self.url = async_database_url(url)
+        self.timeout_s = timeout_s
+        self._failing = False
         self.kind: DatabaseKind = (
             "sqlite" if self.url.get_backend_name() == "sqlite" else "postgresql"
         )
@@ -143,7 +154,7 @@ class AgentDatabase:
             # Checked before connecting: a failed aiosqlite connect leaves a worker thread that
             # can print a traceback after the event loop is gone.
             raise Unavailable(
-                f"cannot open the saved-agents database {self.display_url}: unable to open "
+                f"cannot open the saved-agents database: {self.display_url}: unable to open "
                 f"database file (no directory {Path(database).parent})"
             )
         async with self._errors("open"), self._engine.begin() as connection:
@@ -260,16 +271,46 @@ class AgentDatabase:
 
     @asynccontextmanager
     async def _errors(self, operation: str) -> AsyncIterator[None]:
-        """Database failures as Unavailable; a unique violation goes through untouched."""
+        """Bound the operation; database failures as Unavailable.
+
+        A unique violation goes through untouched. Only start-up (`open`, seen by the operator)
+        says where the database is and what the driver said; callers' messages do not.
+        """
         try:
-            yield
+            async with asyncio.timeout(self.timeout_s):
+                yield
         except IntegrityError:
             raise
-        except (SQLAlchemyError, OSError) as exc:
+        except TimeoutError as exc:
+            self._failed(operation, f"no answer within {self.timeout_s:g} s")
             raise Unavailable(
-                f"cannot {operation} the saved-agents database {self.display_url}: "
-                f"{_first_line(exc)}"
+                f"cannot {operation} the saved-agents database: it did not answer within "
+                f"{self.timeout_s:g} s"
             ) from exc
+        except (SQLAlchemyError, OSError) as exc:
+            self._failed(operation, _first_line(exc))
+            said = (
+                f"{self.display_url}: {_first_line(exc)}"
+                if operation == "open"
+                else "it is unreachable or failing"
+            )
+            raise Unavailable(f"cannot {operation} the saved-agents database: {said}") from exc
+        if self._failing:
+            self._failing = False
+            _log.info("saved-agents database %s answers again", self.display_url)
+
+    def _failed(self, operation: str, reason: str) -> None:
+        if operation == "open":
+            return  # start-up says it in its one line
+        if not self._failing:
+            _log.warning(
+                "saved-agents database %s failed (%s: %s); saved-agent calls are UNAVAILABLE "
+                "until it answers",
+                self.display_url,
+                operation,
+                reason,
+            )
+        self._failing = True
 
 
 def _columns(agent: AgentFields) -> dict[str, object]:
