@@ -649,3 +649,51 @@ async def test_status_reports_each_model_from_its_calls_and_a_probe(
     assert main.last_failure == "refused"
     assert main.probe.reachable and main.probe.kind == "model"
     assert not unprobed.models[0].HasField("probe")
+
+
+@pytest.mark.parametrize("body", ["!leaky", "!html"])
+async def test_provider_and_proxy_text_reaches_callers_scrubbed(
+    served: RunningServer, body: str
+) -> None:
+    query, _ = words("!status=502", body, "!retry_after=0")
+    error = await failure(served.stub.Execute(execute(query), timeout=30))
+    message = details(error)
+
+    assert error.code() == S.UNAVAILABLE and "HTTP 502" in message
+    for secret in ("org-Ab12", "platform.openai.com", "10.1.2.3", "10.0.0.5", "sk-proj", "gateway"):
+        assert secret not in message, message
+    if body == "!leaky":
+        assert "Rate limit reached for gpt-test in organization <organization>" in message
+    else:
+        assert "no explanation given" in message and "<html>" not in message
+
+
+async def test_a_probe_refused_by_the_provider_reports_a_label_not_its_words(
+    settings: Settings, openai: OpenAIServer
+) -> None:
+    openai.models_status = 401
+    try:
+        async with running_server(
+            settings.model_copy(update={"model": MODEL}), provider_factory=provider(openai.url)
+        ) as srv:
+            async with WoollyClient(srv.target) as client:
+                status = await client.server_status(probe_models=True)
+    finally:
+        openai.models_status = 200
+
+    probe = status.models[0].probe
+    assert not probe.reachable and probe.error == "Unavailable: HTTP 401"
+    assert "sk-" not in str(status)
+
+
+async def test_a_watched_failure_keeps_its_status_details(served: RunningServer) -> None:
+    query, _ = words("!status=429", "!retry_after=30")  # over the max wait: not retried
+    call = served.stub.StreamExecute(stream(query), timeout=30)
+    run_id = (await read(call)).run_id
+    assert retry_delay(await failure(call)) == 30
+
+    async with WoollyClient(served.target) as client:
+        with pytest.raises(aio.AioRpcError) as caught:
+            [m async for m in client.watch_run(run_id)]
+
+    assert caught.value.code() == S.UNAVAILABLE and retry_delay(caught.value) == 30

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import signal
 from pathlib import Path
 
 import grpc
@@ -10,7 +14,7 @@ from grpc import aio
 from pydantic import SecretStr
 
 from tests.support.certs import Certificates, make_certificates
-from tests.support.cli import run_cli
+from tests.support.cli import CLI, run_cli
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.client import WoollyClient
@@ -97,3 +101,39 @@ async def test_serve_refuses_half_a_pair_in_one_line(certs: Certificates) -> Non
     assert code == 2
     assert err.strip().count("\n") == 0
     assert "WOOLLY_TLS_CERT and WOOLLY_TLS_KEY must be given together" in err
+
+
+async def test_serve_takes_its_certificate_from_the_environment(
+    certs: Certificates, repos_root: Path, tmp_path: Path
+) -> None:
+    """`woolly-grpc serve` with WOOLLY_TLS_CERT/KEY in its environment speaks TLS; the CLI's own
+    TLS flags (client side) never override them."""
+    env = {
+        **os.environ,
+        "WOOLLY_TLS_CERT": str(certs.server_cert),
+        "WOOLLY_TLS_KEY": str(certs.server_key),
+    }
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *("serve", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"),
+        *("--repos-root", str(repos_root), "--database-url", f"sqlite:///{tmp_path / 'a.db'}"),
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert process.stderr is not None
+    try:
+        port = None
+        while port is None:
+            line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
+            assert line, "serve exited before it was serving"
+            if found := re.search(r"serving .* on 127\.0\.0\.1:(\d+)", line):
+                port = int(found.group(1))
+        target = ("--target", f"127.0.0.1:{port}")
+        secure = await run_cli("types", *target, "--tls-ca", str(certs.ca))
+        plain = await run_cli("types", *target)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), timeout=30)
+
+    assert secure[0] == 0 and "summarizer" in secure[1], secure[2]
+    assert plain[0] == 1 and "UNAVAILABLE" in plain[2]

@@ -22,6 +22,9 @@ CACHE_TRAILER = "woolly-cache"
 """Trailing metadata of every cacheable call: `hit`, `miss`, `bypass` or `coalesced`."""
 AGE_TRAILER = "woolly-cache-age-s"
 """Trailing metadata of a cache hit: the entry's age in whole seconds."""
+RUN_ID_METADATA = "woolly-run-id"
+"""Initial metadata of a run's stream (StreamExecute, ExecuteChain, WatchRun), sent as soon as
+the server has the run: a client that loses the stream before its first event can resume it."""
 RUN_ENDED_TRAILER = "woolly-run-ended"
 """Trailing metadata of a call that ends with its run's own status (`failed`, `cancelled`), not
 a transport's: a client must not resume such a stream."""

@@ -13,7 +13,7 @@ from grpc import aio
 from . import calls, convert
 from ._gen.woolly.v1 import agent_service_pb2 as pb
 from ._gen.woolly.v1 import agent_service_pb2_grpc, run_pb2
-from .api import RUN_ENDED_TRAILER
+from .api import RUN_ENDED_TRAILER, RUN_ID_METADATA
 from .cache import CachePolicy, ResultCache, StepResultCache
 from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
 from .errors import abort, map_core_errors
@@ -246,6 +246,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         """
         finished = False
         try:
+            await context.send_initial_metadata(((RUN_ID_METADATA, run_id),))
             follow = self.runs.follow(run_id, after_sequence)
             async with map_core_errors(context, run_id), contextlib.aclosing(follow) as events:
                 async for raw in events:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from time import perf_counter
 
 from redis.asyncio import Redis
@@ -28,7 +28,7 @@ from woolly_grpc.store import RedisStore
 INTRO = "Run logs in Redis: round trips per streamed token, batched vs not."
 
 
-async def tokens(count: int, pace_s: float) -> AsyncIterator[Event]:
+async def tokens(count: int, pace_s: float) -> AsyncGenerator[Event]:
     yield Started(model="bench", agent_type=AgentType.SUMMARIZER)
     for i in range(count):
         yield TextDelta(f"token {i} ", agent_type=AgentType.SUMMARIZER)

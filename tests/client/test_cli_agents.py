@@ -30,8 +30,9 @@ async def test_create_get_update_list_delete(server: RunningServer) -> None:
     assert "tools        (all)" in out and "active       no" in out and "revision     2" in out
     assert f"name         {name}" in out and "Cite lines." in out, "fields not given are kept"
 
-    code, out, _ = await agents_cli(
-        server, "list", "--repository", "calculator", "--page-size", "2"
+    code, out, _ = await run_cli(  # connection options after the action work too
+        *("agents", "list", "--repository", "calculator", "--page-size", "2"),
+        *("--target", server.target),
     )
     assert code == 0
     line = next(line for line in out.splitlines() if line.startswith(created["id"]))

@@ -6,12 +6,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 import pytest
 from grpc import aio
 from pydantic_ai.models.function import FunctionModel
 
+from tests.helpers import assert_eventually, free_port, read, read_rest, type_value
 from tests.support.models import Gate
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
@@ -233,3 +235,49 @@ def test_every_rpc_has_a_client_method() -> None:
     service = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"]
     assert {m.name for m in service.methods} == set(CLIENT_METHODS)
     assert all(callable(getattr(WoollyClient, name)) for name in CLIENT_METHODS.values())
+
+
+async def test_watch_run_resumes_after_its_own_starting_point(settings: Settings) -> None:
+    """A WatchRun(after=2) dropped before its first event resumes after 2, not from the start."""
+    gate = Gate()
+    patient = settings.model_copy(update={"orphan_grace_s": 30})
+    async with running_server(patient, model=FunctionModel(stream_function=gate.stream)) as srv:
+        call = srv.stub.StreamExecute(
+            agent_service_pb2.StreamExecuteRequest(
+                repository_name="calculator", agent_type=type_value("summarizer"), user_query="q"
+            ),
+            timeout=30,
+        )
+        run_id = (await read(call)).run_id
+        assert (await read(call)).text_delta.text == "part one. "  # sequence 2
+        proxy = Proxy(srv.app.port)
+        port = await proxy.start()
+        watched = srv.app.metrics.grpc_started.labels(
+            "server_stream", "woolly.v1.AgentService", "WatchRun"
+        )
+        try:
+            async with WoollyClient(f"127.0.0.1:{port}") as client:
+                events = client.watch_run(run_id, after_sequence=2, timeout=30)
+                collecting = asyncio.create_task(collect(events))
+                await assert_eventually(lambda: watched._value.get() == 1)
+                proxy.drop()  # before any event of the watch arrived
+                gate.open.set()
+                seen = await collecting
+        finally:
+            await proxy.close()
+        await read_rest(call)
+
+    assert [m.sequence for m in seen] == [3, 4], "after 2, each once"
+    assert seen[-1].WhichOneof("event") == "completed"
+
+
+async def test_watch_run_fails_at_once_when_the_server_is_down() -> None:
+    async with WoollyClient(f"127.0.0.1:{free_port()}") as client:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await collect(client.watch_run("f" * 32))
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def collect(events: Any) -> list[Any]:
+    return [message async for message in events]

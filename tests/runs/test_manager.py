@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
@@ -27,7 +27,7 @@ class SlowRequestStore(MemoryStore):
         await super().set(key, value, ttl_s=ttl_s)
 
 
-async def endless(meter: UsageMeter) -> AsyncIterator[Event]:
+async def endless(meter: UsageMeter) -> AsyncGenerator[Event]:
     yield Started(model="test", agent_type=AgentType.SUMMARIZER)
     while True:
         yield TextDelta("more ", agent_type=AgentType.SUMMARIZER)

@@ -3,12 +3,15 @@ place at start-up, its agents kept (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from woolly_grpc.core import AgentType
+from woolly_grpc.core import AgentType, Unavailable
 from woolly_grpc.saved_agents import AgentDatabase, AgentFields
 from woolly_grpc.saved_agents.database import async_database_url
 
@@ -117,3 +120,42 @@ async def test_opening_an_upgraded_database_again_changes_nothing(database_url: 
         )
     await engine.dispose()
     assert {"model", "temperature", "max_output_tokens"} <= columns
+
+
+async def test_a_database_from_a_newer_release_stops_start_up_clearly(database_url: str) -> None:
+    await make_previous_release_database(database_url)
+    database = AgentDatabase(database_url)
+    await database.open()
+    await database.close()
+    engine = create_async_engine(async_database_url(database_url))
+    async with engine.begin() as connection:
+        await connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    await engine.dispose()
+
+    newer = AgentDatabase(database_url)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await newer.open()
+    finally:
+        await newer.close()
+
+    assert "cannot migrate the saved-agents database" in str(caught.value)
+    assert "0099" in str(caught.value) and "\n" not in str(caught.value)
+
+
+async def test_replicas_opening_a_new_database_at_once_migrate_it_once(
+    database_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if database_kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        url = await request.getfixturevalue("postgres_server").create_database()
+    replicas = [AgentDatabase(url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(r.open() for r in replicas))
+        created = await replicas[0].insert("acme", AgentFields("x", AgentType.SUMMARIZER))
+        seen = await replicas[3].get("acme", created.id)
+    finally:
+        await asyncio.gather(*(r.close() for r in replicas))
+
+    assert seen.fields.name == "x" and await schema_revision(url) == "0002"

@@ -11,6 +11,8 @@ concurrent tests never step on each other:
 - `!badargs`: every turn calls `list_files` with arguments that do not validate.
 - `!status=C`: answer HTTP C (429, 500, 503, 400, 401, 404, …) with an OpenAI error body;
   `!quota` is a 429 whose code is `insufficient_quota`; `!retry_after=S` adds `Retry-After`.
+- `!leaky`: the error's message names a URL, an organisation, an address and a key, as real
+  providers' and proxies' messages do; `!html`: the error body is a proxy's HTML page.
 - `!times=N`: the failure applies to the first N requests of this `!id=…` only, then it answers.
 - `!then_status=C`: requests after a tool result answer HTTP C (a run that fails midway).
 - `!malformed`: a stream whose second chunk is not JSON.
@@ -48,6 +50,15 @@ _STATUS_TEXT = {
 }
 
 
+LEAKY_MESSAGE = (
+    "Rate limit reached for gpt-test in organization org-Ab12Cd34 on requests per min; see "
+    "https://platform.openai.com/account/rate-limits. Upstream 10.1.2.3:8443 "
+    "(key sk-proj-Zx9***Q7)."
+)
+"""An error message as real providers write them: an organisation, a URL, an address, a key."""
+PROXY_PAGE = "<html><body>upstream connect error at gateway.internal:443 (10.0.0.5)</body></html>"
+
+
 @dataclass
 class Request:
     """One request the server received."""
@@ -73,6 +84,8 @@ class OpenAIServer:
     """`http://127.0.0.1:PORT/v1`, the base URL clients use."""
     requests: list[Request] = field(default_factory=list)
     down: set[str] = field(default_factory=set)
+    models_status: int = 200
+    """What `GET /v1/models` answers (401: a bad key, as OpenAI says it)."""
     left: asyncio.Event = field(default_factory=asyncio.Event)
     """Set whenever a client leaves a stream early."""
     _seen: Counter[str] = field(default_factory=Counter)
@@ -93,6 +106,9 @@ class OpenAIServer:
         return app
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.models_status != 200:
+            kind, code, text = _STATUS_TEXT[self.models_status]
+            return _error(self.models_status, text, kind, code)
         names = sorted({r.model for r in self.requests if r.model})
         return web.json_response({"object": "list", "data": [{"id": n} for n in names]})
 
@@ -152,7 +168,13 @@ class OpenAIServer:
         else:
             record.status = int(words["status"])
             kind, code, text = _STATUS_TEXT.get(record.status, ("server_error", None, "Failed."))
+            if "leaky" in words:
+                text = LEAKY_MESSAGE
             response = _error(record.status, text, kind, code)
+            if "html" in words:
+                response = web.Response(
+                    status=record.status, text=PROXY_PAGE, content_type="text/html"
+                )
         if "retry_after" in words:  # as OpenAI sends it: whole seconds, and milliseconds
             wait_s = float(words["retry_after"])
             response.headers["Retry-After"] = str(math.ceil(wait_s))

@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         serve.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=info.description)
 
     add("types", help="list the built-in agent types")
-    add_agents_parser(add)
+    add_agents_parser(add, [after])
     status = add("status", help="show the server's status and its dependencies'")
     status.add_argument("--json", action="store_true", help="print protobuf JSON, not text")
     status.add_argument("--probe", action="store_true", help="also ask each model's provider")
@@ -108,15 +108,22 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, with_defaults: b
         help="sent as `authorization: Bearer <key>` (default $WOOLLY_API_KEY, which, unlike "
         "the flag, other users cannot see in the process list)",
     )
+    # The client's TLS options get dests of their own: `serve` reads every dest named like a
+    # setting (`tls_cert`…), and a client default must never override the server's environment.
     parser.add_argument(
-        "--tls", action="store_true", default=default(False), help="use TLS with the system's CAs"
+        "--tls",
+        dest="client_tls",
+        action="store_true",
+        default=default(False),
+        help="use TLS with the system's CAs",
     )
     for flag, text in (
         ("--tls-ca", "use TLS; PEM CA bundle that signed the server"),
         ("--tls-cert", "PEM client certificate (mutual TLS)"),
         ("--tls-key", "PEM private key of --tls-cert"),
     ):
-        parser.add_argument(flag, default=default(None), help=text)
+        dest = "client_" + flag.removeprefix("--").replace("-", "_")
+        parser.add_argument(flag, dest=dest, default=default(None), help=text)
 
 
 def _add_call_options(parser: argparse.ArgumentParser) -> None:
@@ -156,10 +163,10 @@ def _serve(args: argparse.Namespace) -> int:
 async def _client_command(args: argparse.Namespace) -> int:
     connection = {
         "api_key": args.api_key,
-        "tls": args.tls,
-        "tls_ca": args.tls_ca,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
+        "tls": args.client_tls,
+        "tls_ca": args.client_tls_ca,
+        "tls_cert": args.client_tls_cert,
+        "tls_key": args.client_tls_key,
     }
     async with WoollyClient(args.target, **connection) as client:
         if args.command == "types":

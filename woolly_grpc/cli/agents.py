@@ -12,18 +12,20 @@ from woolly_grpc.api import agent_type_label
 from woolly_grpc.client import WoollyClient
 
 
-def add_agents_parser(add_command: Any) -> None:
-    """Add the `agents` command and its actions, through the CLI's `add_parser`."""
+def add_agents_parser(add_command: Any, common: list[argparse.ArgumentParser]) -> None:
+    """Add the `agents` command and its actions (each taking the `common` options too)."""
     agents = add_command("agents", help="manage saved agents")
     actions = agents.add_subparsers(dest="action", required=True)
 
-    create = actions.add_parser("create", help="save a new agent")
+    create = actions.add_parser("create", parents=common, help="save a new agent")
     create.add_argument("name")
     create.add_argument("base_type", help="the built-in type it builds on, e.g. summarizer")
     _add_fields(create)
     create.add_argument("--inactive", action="store_true", help="save it switched off")
 
-    update = actions.add_parser("update", help="change the fields given, and only those")
+    update = actions.add_parser(
+        "update", parents=common, help="change the fields given, and only those"
+    )
     update.add_argument("id")
     update.add_argument("--name")
     update.add_argument("--base-type")
@@ -32,12 +34,12 @@ def add_agents_parser(add_command: Any) -> None:
     state.add_argument("--active", dest="active", action="store_true", default=None)
     state.add_argument("--inactive", dest="active", action="store_false")
 
-    get = actions.add_parser("get", help="show one saved agent")
+    get = actions.add_parser("get", parents=common, help="show one saved agent")
     get.add_argument("id")
-    listing = actions.add_parser("list", help="list saved agents, oldest first")
+    listing = actions.add_parser("list", parents=common, help="list saved agents, oldest first")
     listing.add_argument("--repository", default="", help="its agents and unscoped ones")
     listing.add_argument("--page-size", type=int, default=0, help="agents fetched per call")
-    delete = actions.add_parser("delete", help="delete a saved agent")
+    delete = actions.add_parser("delete", parents=common, help="delete a saved agent")
     delete.add_argument("id")
     for action in (create, update, get, listing):
         action.add_argument("--json", action="store_true", help="print protobuf JSON, not text")

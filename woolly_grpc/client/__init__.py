@@ -229,17 +229,20 @@ class WoollyClient:
         A run that failed or was cancelled raises its status (like `stream`), after its events;
         a dropped connection is resumed.
         """
+        request = agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence)
         return follow_run(
-            lambda: self._watch(run_id, after_sequence, timeout),
+            lambda: self.stub.WatchRun(request, timeout=timeout),  # a server that is down: fail
             self._watch,
             self.channel.channel_ready,
             run_id=run_id,
+            after=after_sequence,
             timeout=timeout,
         )
 
     def _watch(
         self, run_id: str, after: int, timeout: float | None
     ) -> aio.UnaryStreamCall[Any, Event]:
+        """A resume: it waits for the server it just lost to be back."""
         request = agent_service_pb2.WatchRunRequest(run_id=run_id, after_sequence=after)
         return self.stub.WatchRun(request, timeout=timeout, wait_for_ready=True)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -67,7 +68,7 @@ class ChainRunner:
         step_cache: StepCache | None = None,
         meter: UsageMeter | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event]:
         """Yield Started, every step's events tagged with its index, then ChainCompleted.
 
         Args:
@@ -133,7 +134,7 @@ class _Step:
     meter: UsageMeter | None
     deadline: float | None
 
-    async def run(self, request: RunRequest, index: int) -> AsyncIterator[Event]:
+    async def run(self, request: RunRequest, index: int) -> AsyncGenerator[Event]:
         """One step's events, tagged with its index; from the step cache when it has them."""
         tag: dict[str, Any] = {"step": index, "agent_type": request.agent_type}
         saved_id = request.saved_agent.id if request.saved_agent else ""
@@ -147,14 +148,15 @@ class _Step:
             yield StepCompleted(cached, **tag)
             return
         events = self.runner.stream(request, meter=self.meter, deadline=self.deadline)
-        async for event in events:
-            if isinstance(event, Completed):
-                self.results[index] = event.result
-                if self.cache:
-                    await self.cache.put(request, event.result)
-                yield StepCompleted(event.result, **tag)
-            elif not isinstance(event, Started):
-                yield replace(event, **tag)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, Completed):
+                    self.results[index] = event.result
+                    if self.cache:
+                        await self.cache.put(request, event.result)
+                    yield StepCompleted(event.result, **tag)
+                elif not isinstance(event, Started):
+                    yield replace(event, **tag)
 
 
 def _step_request(chain: ChainRequest, index: int, earlier: tuple[AgentResult, ...]) -> RunRequest:

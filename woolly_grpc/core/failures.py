@@ -10,6 +10,7 @@ model and the error mapping all ask it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import httpx2
@@ -41,6 +42,16 @@ that could not be read (`malformed`)."""
 _RETRYABLE_HTTP = frozenset({408, 409, 425, 429})
 _NOT_RETRYABLE = (ai.ModelQuotaExceededError, ai.ModelRequestRejectedError)
 _MCP_CONNECT_FAILED = "Client failed to connect"
+_SCRUBBED = (
+    (re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE), "<url>"),
+    (re.compile(r"\b(?:sk|pk|rk|key)-[\w*.-]{3,}"), "<key>"),
+    (re.compile(r"\borg-[A-Za-z0-9]+"), "<organization>"),
+    (re.compile(r"\[[0-9a-fA-F:]+\](?::\d+)?"), "<address>"),
+    (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<address>"),
+    (re.compile(r"\b[a-zA-Z][\w.-]*\.[a-zA-Z][\w-]*:\d{2,5}\b"), "<address>"),
+)
+"""What providers' and proxies' messages may carry that callers must not see: URLs, addresses
+(IPv4, IPv6, host:port), organisation ids, keys (OpenAI's messages quote a masked one)."""
 _MAX_DETAIL_CHARS = 160
 
 
@@ -173,16 +184,25 @@ def _spec(exc: BaseException, models: Mapping[str, str]) -> str:
 
 
 def _detail(exc: ai.ModelAPIError) -> str:
-    """The provider's own short explanation, from an error body if there is one."""
+    """The provider's own short explanation, from its JSON error body, scrubbed.
+
+    A body that is not JSON (a proxy's HTML page, a load balancer's text) is not quoted: it says
+    more about the network in between than about the model.
+    """
     body = exc.body if isinstance(exc, ai.ModelHTTPError) else None
     if isinstance(body, dict):
         error = body.get("error", body)
         message = error.get("message") if isinstance(error, dict) else error
         if isinstance(message, str) and message:
-            return _clip(message)
-    if isinstance(body, str) and body.strip():
-        return _clip(body)
+            return _clip(scrub(message))
     return "no explanation given"
+
+
+def scrub(text: str) -> str:
+    """`text` without URLs, network addresses, organisation ids or keys (even masked ones)."""
+    for pattern, replacement in _SCRUBBED:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _first_sentence(exc: ai.AgentRunError) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import openai
 from pydantic_ai import RunContext
 from pydantic_ai import exceptions as ai
 from pydantic_ai.messages import ModelMessage, ModelResponse
@@ -29,6 +30,7 @@ from pydantic_ai.providers import Provider, infer_provider
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.settings import ModelSettings
 
+from .exceptions import Unavailable
 from .failures import falls_back, retry_reason
 from .local import local_model
 from .types import AgentType
@@ -272,9 +274,12 @@ class Models:
         self.names: dict[str, str] = {}
         """Each provider model's own name (what errors and responses report) → its spec."""
         self._providers: list[Model] = []
+        self._local_allowed = False
         self._open = AsyncExitStack()
         self.health: dict[str, ModelHealth] = {}
         """Every spec runs may use (fallbacks included) → what calls said of it."""
+        self._watched: dict[str, WatchedModel] = {}
+        """Each provider spec's one model, whatever role (served, fallback) it plays."""
         self._fallbacks = [self._provider_model(spec) for spec in dict.fromkeys(fallbacks)]
         if isinstance(default, Model):
             self.default = default.model_name
@@ -291,7 +296,10 @@ class Models:
     @property
     def specs(self) -> tuple[str, ...]:
         """Every spec runs may name (the default first)."""
-        return (self.default, *(s for s in self._built if s != self.default))
+        others = [s for s in self._built if s != self.default]
+        if self._local_allowed and self.default != LOCAL:
+            others.append(LOCAL)
+        return (self.default, *others)
 
     def get(self, spec: str, agent_type: AgentType) -> Model:
         """The model for `spec` (`""` = the default), as an agent of `agent_type` uses it.
@@ -319,14 +327,20 @@ class Models:
         Only OpenAI-compatible providers have such a cheap question (`GET /models`).
 
         Raises:
-            Exception: whatever the provider's client raised (the caller reports it).
+            Unavailable: the provider answered with an error (`HTTP 401`…) or not at all; the
+                message is that short label (a provider's own words may quote a key).
         """
         health = self.health.get(spec)
         model = next((m for m in self._providers if self.names[m.model_name] == spec), None)
         if health is None or model is None or not isinstance(model.provider, OpenAIProvider):
             return None
         began = time.perf_counter()
-        await model.provider.client.models.list()
+        try:
+            await model.provider.client.models.list()
+        except openai.APIStatusError as exc:
+            raise Unavailable(f"HTTP {exc.status_code}") from None
+        except openai.APIError as exc:  # connection refused, timed out, unreadable answer
+            raise Unavailable(type(exc).__name__) from None
         return time.perf_counter() - began
 
     def spec_of(self, model_name: str) -> str:
@@ -334,11 +348,15 @@ class Models:
         return self.names.get(model_name, model_name)
 
     def _build(self, spec: str) -> None:
-        if spec == LOCAL or spec in self._built:
-            return
-        self._built[spec] = self._served(self._provider_model(spec))
+        if spec == LOCAL:
+            self._local_allowed = True
+            self.health.setdefault(LOCAL, ModelHealth(LOCAL))
+        elif spec not in self._built:
+            self._built[spec] = self._served(self._provider_model(spec))
 
-    def _provider_model(self, spec: str) -> Model:
+    def _provider_model(self, spec: str) -> WatchedModel:
+        if (built := self._watched.get(spec)) is not None:
+            return built
         try:
             model = infer_model(spec, provider_factory=self._factory)
         except (ai.UserError, ImportError, ValueError) as exc:
@@ -348,7 +366,8 @@ class Models:
         self.names[model.model_name] = spec
         self._providers.append(model)
         health = self.health[spec] = ModelHealth(spec, _public_url(model))
-        return WatchedModel(model, health)
+        watched = self._watched[spec] = WatchedModel(model, health)
+        return watched
 
     def _served(self, model: Model) -> Model:
         others = [m for m in self._fallbacks if m is not model and m.model_name != model.model_name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ class AgentRunner:
         *,
         meter: UsageMeter | None = None,
         deadline: float | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event]:
         """Yield Started, then text and tool events as they happen, then Completed.
 
         Args:
@@ -148,6 +148,9 @@ class AgentRunner:
             except asyncio.CancelledError as exc:
                 state = RunCancelled.from_cancellation(exc)
                 used = _usage(state.usage) if state is not None else _usage_in(messages)
+                raise
+            except GeneratorExit:  # whoever read the events stopped reading
+                used = _usage_in(messages)
                 raise
             except WoollyError:
                 used = _usage_in(messages)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-EventSource = Callable[[UsageMeter], AsyncIterator[Event]]
+EventSource = Callable[[UsageMeter], AsyncGenerator[Event]]
 """Starts the core stream of a run (called once, inside the run's task), which tells the meter
 what the run's agents used."""
 
@@ -280,10 +280,13 @@ class RunManager:
                 await self.journal.save_request(run.id, run.record.method, run.request)
             except StoreError as exc:
                 _log.warning("could not store the request of run %s: %s", run.id, exc)
-            async for event in events(run.meter):
-                run.append(event)
-                if self.observer is not None:
-                    self.observer.run_event(run.record, event)
+            # Closed here, in the run's own task, whatever happens: the core counts what the
+            # model used as it closes.
+            async with contextlib.aclosing(events(run.meter)) as stream:
+                async for event in stream:
+                    run.append(event)
+                    if self.observer is not None:
+                        self.observer.run_event(run.record, event)
             run.succeed()
         except asyncio.CancelledError:
             run.cancelled()  # ours to absorb: readers are told, the task ends normally

@@ -149,7 +149,8 @@ class OwnedRun:
         self.error = status = to_status(exc, self.id)
         self.record.status = run_pb2.RUN_STATUS_FAILED
         self.record.error.CopyFrom(run_pb2.RunError(code=status.code, message=status.message))
-        self._log_final(failed=run_pb2.RunFailed(code=status.code, message=status.message))
+        failed = run_pb2.RunFailed(code=status.code, message=status.message, details=status.details)
+        self._log_final(failed=failed)
         self._end()
 
     def _log_final(

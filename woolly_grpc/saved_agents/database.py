@@ -15,19 +15,22 @@ import base64
 import json
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import (
     JSON,
     Boolean,
     Connection,
     DateTime,
+    Engine,
     Float,
     Index,
     Integer,
@@ -36,6 +39,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     delete,
+    event,
     inspect,
     or_,
     select,
@@ -140,6 +144,8 @@ class AgentDatabase:
         self._engine = create_async_engine(
             self.url, pool_pre_ping=self.kind == "postgresql", connect_args=connect_args
         )
+        if self.kind == "sqlite":
+            _sqlite_transactions(self._engine.sync_engine)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
 
     @property
@@ -157,12 +163,24 @@ class AgentDatabase:
                 f"cannot open the saved-agents database: {self.display_url}: unable to open "
                 f"database file (no directory {Path(database).parent})"
             )
-        async with self._errors("open"), self._engine.begin() as connection:
-            if self.kind == "postgresql":
-                await connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
-                )
-            await connection.run_sync(_migrate)
+        # Alembic's `context` and `op` are global to the process: one migration at a time.
+        async with _migrating(), self._errors("open"), self._engine.connect() as connection:
+            # SQLite: BEGIN IMMEDIATE takes the write lock first, so two processes opening one
+            # file take turns and a migration is all or nothing (see _sqlite_transactions).
+            # PostgreSQL: replicas starting together take turns on an advisory lock.
+            migrating = await connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            async with migrating.begin():
+                if self.kind == "postgresql":
+                    await migrating.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                    )
+                try:
+                    await migrating.run_sync(_migrate)
+                except CommandError as exc:  # e.g. a database migrated by a newer release
+                    raise Unavailable(
+                        f"cannot migrate the saved-agents database {self.display_url}: "
+                        f"{_first_line(exc)} (is it from a newer release of woolly-grpc?)"
+                    ) from exc
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -343,6 +361,36 @@ def _record(row: _AgentRow) -> AgentRecord:
         max_output_tokens=row.max_output_tokens,
     )
     return AgentRecord(row.id, fields, _utc(row.create_time), _utc(row.update_time), row.revision)
+
+
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migrating() -> asyncio.Lock:
+    """This event loop's lock for migrations (Alembic's state is global to the process)."""
+    loop = asyncio.get_running_loop()
+    if (lock := _MIGRATION_LOCKS.get(loop)) is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Transactions that SQLite really runs, DDL included (SQLAlchemy's documented recipe).
+
+    The sqlite3 driver starts transactions itself and commits before DDL, so a migration could
+    stop half done. Its own handling is turned off and every transaction says BEGIN, or what a
+    connection's `sqlite_begin` execution option says (BEGIN IMMEDIATE to migrate).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 def _migrate(connection: Connection) -> None:

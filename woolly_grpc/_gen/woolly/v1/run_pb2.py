@@ -22,44 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from woolly_grpc._gen.woolly.v1 import agent_pb2 as woolly_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13woolly/v1/run.proto\x12\twoolly.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15woolly/v1/agent.proto\"/\n\nRunStarted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nstep_count\x18\x02 \x01(\x05\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"A\n\x08ToolCall\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\"T\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"6\n\x0cRunCompleted\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.woolly.v1.AgentResult\"\x1f\n\x0bStepStarted\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"7\n\rStepCompleted\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.woolly.v1.AgentResult\"i\n\x0e\x43hainCompleted\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.woolly.v1.AgentResult\x12.\n\rfinal_context\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\tRunFailed\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"7\n\x0cRunCancelled\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.woolly.v1.CancelReason\")\n\x08RunError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xf7\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.woolly.v1.RunStatus\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x05 \x01(\t\x12)\n\x0b\x61gent_types\x18\x06 \x03(\x0e\x32\x14.woolly.v1.AgentType\x12\'\n\x07results\x18\x07 \x03(\x0b\x32\x16.woolly.v1.AgentResult\x12.\n\rfinal_context\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x13.woolly.v1.RunError\x12.\n\rcancel_reason\x18\n \x01(\x0e\x32\x17.woolly.v1.CancelReason\x12\x17\n\x0fpartial_content\x18\x0b \x01(\t\x12\x1f\n\x05usage\x18\x0c \x01(\x0b\x32\x10.woolly.v1.Usage\x12\x15\n\rlast_sequence\x18\r \x01(\x03\x12\x17\n\x0frepository_name\x18\x0e \x01(\t\x12\x0e\n\x06tenant\x18\x0f \x01(\t*\x8a\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x18\n\x14RUN_STATUS_SUCCEEDED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x04*\x9b\x01\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41NCEL_REASON_CLIENT\x10\x01\x12\x1a\n\x16\x43\x41NCEL_REASON_DEADLINE\x10\x02\x12\x1a\n\x16\x43\x41NCEL_REASON_EXPLICIT\x10\x03\x12\x1a\n\x16\x43\x41NCEL_REASON_SHUTDOWN\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13woolly/v1/run.proto\x12\twoolly.v1\x1a\x19google/protobuf/any.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15woolly/v1/agent.proto\"/\n\nRunStarted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nstep_count\x18\x02 \x01(\x05\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"A\n\x08ToolCall\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\"T\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"6\n\x0cRunCompleted\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.woolly.v1.AgentResult\"\x1f\n\x0bStepStarted\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"7\n\rStepCompleted\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.woolly.v1.AgentResult\"i\n\x0e\x43hainCompleted\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.woolly.v1.AgentResult\x12.\n\rfinal_context\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"Q\n\tRunFailed\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"7\n\x0cRunCancelled\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.woolly.v1.CancelReason\")\n\x08RunError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xf7\x03\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.woolly.v1.RunStatus\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x05 \x01(\t\x12)\n\x0b\x61gent_types\x18\x06 \x03(\x0e\x32\x14.woolly.v1.AgentType\x12\'\n\x07results\x18\x07 \x03(\x0b\x32\x16.woolly.v1.AgentResult\x12.\n\rfinal_context\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x05\x65rror\x18\t \x01(\x0b\x32\x13.woolly.v1.RunError\x12.\n\rcancel_reason\x18\n \x01(\x0e\x32\x17.woolly.v1.CancelReason\x12\x17\n\x0fpartial_content\x18\x0b \x01(\t\x12\x1f\n\x05usage\x18\x0c \x01(\x0b\x32\x10.woolly.v1.Usage\x12\x15\n\rlast_sequence\x18\r \x01(\x03\x12\x17\n\x0frepository_name\x18\x0e \x01(\t\x12\x0e\n\x06tenant\x18\x0f \x01(\t*\x8a\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x18\n\x14RUN_STATUS_SUCCEEDED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x04*\x9b\x01\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41NCEL_REASON_CLIENT\x10\x01\x12\x1a\n\x16\x43\x41NCEL_REASON_DEADLINE\x10\x02\x12\x1a\n\x16\x43\x41NCEL_REASON_EXPLICIT\x10\x03\x12\x1a\n\x16\x43\x41NCEL_REASON_SHUTDOWN\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'woolly.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=1253
-  _globals['_RUNSTATUS']._serialized_end=1391
-  _globals['_CANCELREASON']._serialized_start=1394
-  _globals['_CANCELREASON']._serialized_end=1549
-  _globals['_RUNSTARTED']._serialized_start=120
-  _globals['_RUNSTARTED']._serialized_end=167
-  _globals['_TEXTDELTA']._serialized_start=169
-  _globals['_TEXTDELTA']._serialized_end=194
-  _globals['_TOOLCALL']._serialized_start=196
-  _globals['_TOOLCALL']._serialized_end=261
-  _globals['_TOOLRESULT']._serialized_start=263
-  _globals['_TOOLRESULT']._serialized_end=347
-  _globals['_RUNCOMPLETED']._serialized_start=349
-  _globals['_RUNCOMPLETED']._serialized_end=403
-  _globals['_STEPSTARTED']._serialized_start=405
-  _globals['_STEPSTARTED']._serialized_end=436
-  _globals['_STEPCOMPLETED']._serialized_start=438
-  _globals['_STEPCOMPLETED']._serialized_end=493
-  _globals['_CHAINCOMPLETED']._serialized_start=495
-  _globals['_CHAINCOMPLETED']._serialized_end=600
-  _globals['_RUNFAILED']._serialized_start=602
-  _globals['_RUNFAILED']._serialized_end=644
-  _globals['_RUNCANCELLED']._serialized_start=646
-  _globals['_RUNCANCELLED']._serialized_end=701
-  _globals['_RUNERROR']._serialized_start=703
-  _globals['_RUNERROR']._serialized_end=744
-  _globals['_RUN']._serialized_start=747
-  _globals['_RUN']._serialized_end=1250
+  _globals['_RUNSTATUS']._serialized_start=1319
+  _globals['_RUNSTATUS']._serialized_end=1457
+  _globals['_CANCELREASON']._serialized_start=1460
+  _globals['_CANCELREASON']._serialized_end=1615
+  _globals['_RUNSTARTED']._serialized_start=147
+  _globals['_RUNSTARTED']._serialized_end=194
+  _globals['_TEXTDELTA']._serialized_start=196
+  _globals['_TEXTDELTA']._serialized_end=221
+  _globals['_TOOLCALL']._serialized_start=223
+  _globals['_TOOLCALL']._serialized_end=288
+  _globals['_TOOLRESULT']._serialized_start=290
+  _globals['_TOOLRESULT']._serialized_end=374
+  _globals['_RUNCOMPLETED']._serialized_start=376
+  _globals['_RUNCOMPLETED']._serialized_end=430
+  _globals['_STEPSTARTED']._serialized_start=432
+  _globals['_STEPSTARTED']._serialized_end=463
+  _globals['_STEPCOMPLETED']._serialized_start=465
+  _globals['_STEPCOMPLETED']._serialized_end=520
+  _globals['_CHAINCOMPLETED']._serialized_start=522
+  _globals['_CHAINCOMPLETED']._serialized_end=627
+  _globals['_RUNFAILED']._serialized_start=629
+  _globals['_RUNFAILED']._serialized_end=710
+  _globals['_RUNCANCELLED']._serialized_start=712
+  _globals['_RUNCANCELLED']._serialized_end=767
+  _globals['_RUNERROR']._serialized_start=769
+  _globals['_RUNERROR']._serialized_end=810
+  _globals['_RUN']._serialized_start=813
+  _globals['_RUN']._serialized_end=1316
 # @@protoc_insertion_point(module_scope)
