@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     """PEM CA bundle: with it, clients must present a certificate it signed (mutual TLS)."""
     orphan_grace_s: float = Field(10.0, ge=0)
     """How long a run whose callers all went away waits for a WatchRun before it is cancelled."""
+    run_lease_s: float = Field(10.0, gt=0)
+    """A replica renews a lease on each run it executes; a run whose lease lapsed (its replica
+    died) is settled FAILED by whichever replica reads it next. Readers on other replicas hold
+    leases as long, so the owner does not cancel a run they watch."""
+    run_outage_buffer_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    """Events a replica keeps while the store is away, to write when it is back; past this, the
+    oldest ended runs keep only their final record (readers then get OUT_OF_RANGE)."""
+    run_store_max_runs: int = Field(100_000, ge=1)
+    """With `memory://`: most runs kept (their own store, apart from the result cache's);
+    the least recently used go first."""
     run_retention_s: float = Field(3600.0, gt=0)
     """How long a run (record, request, events) is kept after its last event, in the store and
     at most in this replica's memory."""

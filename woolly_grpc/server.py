@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import ssl
+import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -132,10 +133,13 @@ def build(
         hot_ttl_s=settings.cache_hot_ttl_s,
     )
     journal = RunJournal(
-        store,
+        store if shared else _run_store(settings),
+        replica=uuid.uuid4().hex,
         retention_s=settings.run_retention_s,
+        lease_s=settings.run_lease_s,
         linger_s=settings.run_log_linger_s,
         recheck_s=settings.run_recheck_s,
+        max_pending_bytes=settings.run_outage_buffer_bytes,
     )
     runs = RunManager(journal, settings, observer=AgentMetrics(metrics))
     try:
@@ -204,6 +208,18 @@ def build(
         agents=agents,
         models=models,
     )
+
+
+_KEYS_PER_RUN = 5
+"""Record, log, request, owner lease, reader lease (`runs/journal.py`)."""
+
+
+def _run_store(settings: Settings) -> MemoryStore:
+    """With `memory://`, the store of runs: apart from the cache's, bounded by count.
+
+    Cache pressure then never evicts a run before its retention (`WOOLLY_RUN_STORE_MAX_RUNS`).
+    """
+    return MemoryStore(max_bytes=2**62, max_keys=settings.run_store_max_runs * _KEYS_PER_RUN)
 
 
 def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
@@ -327,6 +343,8 @@ async def _shut_down(app: App, grace: float | None) -> None:
     await app.runs.close()
     await app.models.close()
     await app.cache.close()
+    if app.runs.journal.store is not app.cache.store:
+        await app.runs.journal.store.close()
     await app.agents.database.close()
     if app.metrics_endpoint is not None:
         await app.metrics_endpoint.close()

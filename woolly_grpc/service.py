@@ -197,7 +197,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             chain, steps_field = convert.chain_request(request, saved)
             self.chains.check(chain, steps_field)
             steps = self._step_cache(request, tenant, retry)
-            run_id, joined = self.runs.start(
+            run_id, joined = await self.runs.start(
                 method="ExecuteChain",
                 request=request,
                 repository=chain.repository,
@@ -212,7 +212,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         else:
             single = convert.run_request(request, saved)
             self.runner.check(single)
-            run_id, joined = self.runs.start(
+            run_id, joined = await self.runs.start(
                 method=type(request).__name__.removesuffix("Request"),
                 request=request,
                 repository=single.repository,

@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
+
+import pytest
 
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.core import AgentType, Event, Started, TextDelta, UsageMeter
 from woolly_grpc.runs import RunJournal, RunManager
 from woolly_grpc.store import MemoryStore
+from woolly_grpc.store.base import Claim, Write
 
 
-class SlowRequestStore(MemoryStore):
-    """Holds the write of a run's request until the test lets it go."""
+class SlowBeginStore(MemoryStore):
+    """Holds the first write of a new run (its lease, record and request) until let go."""
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
         self.holding = asyncio.Event()
 
-    async def set(self, key: str, value: bytes, *, ttl_s: float) -> None:
-        if key.endswith(":request"):
+    async def write(self, batch: Sequence[Write]) -> list[bool]:
+        if any(isinstance(op, Claim) for op in batch) and not self.release.is_set():
             self.holding.set()
             await self.release.wait()
-        await super().set(key, value, ttl_s=ttl_s)
+        return await super().write(batch)
 
 
 async def endless(meter: UsageMeter) -> AsyncGenerator[Event]:
@@ -35,7 +38,9 @@ async def endless(meter: UsageMeter) -> AsyncGenerator[Event]:
 
 
 def journal(store: MemoryStore) -> RunJournal:
-    return RunJournal(store, retention_s=60, linger_s=0.05, recheck_s=1.0)
+    return RunJournal(
+        store, replica="test", retention_s=60, lease_s=10, linger_s=0.05, recheck_s=1.0
+    )
 
 
 def start(runs: RunManager, *, flight_key: str | None = None, detach: bool = False):
@@ -51,26 +56,29 @@ def start(runs: RunManager, *, flight_key: str | None = None, detach: bool = Fal
     )
 
 
-async def test_a_run_cancelled_while_its_request_is_saved_still_ends() -> None:
-    store = SlowRequestStore()
+async def test_a_start_cancelled_while_its_record_is_written_leaves_nothing() -> None:
+    """The caller went away while the record was being written: no run, no slot, no flight."""
+    store = SlowBeginStore()
     runs = RunManager(journal(store), Settings(max_concurrent_runs=1, orphan_grace_s=0))
-    run_id, _ = start(runs, flight_key="k")
+    starting = asyncio.create_task(start(runs, flight_key="k"))
     await store.holding.wait()
 
-    ended = await runs.cancel(run_id, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
 
-    assert ended.status == run_pb2.RUN_STATUS_CANCELLED
     assert runs.active == 0, "its concurrency slot is free again"
-    again, joined = start(runs, flight_key="k")
-    assert not joined and again != run_id, "nobody joins the dead run"
+    store.release.set()
+    again, joined = await start(runs, flight_key="k")
+    assert not joined, "nobody joins a run that never started"
     await runs.cancel(again, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
     await runs.close()
 
 
 async def test_a_detached_caller_joining_a_run_keeps_it_going() -> None:
     runs = RunManager(journal(MemoryStore()), Settings(max_concurrent_runs=4, orphan_grace_s=0))
-    run_id, _ = start(runs, flight_key="same")
-    joined_id, joined = start(runs, flight_key="same", detach=True)
+    run_id, _ = await start(runs, flight_key="same")
+    joined_id, joined = await start(runs, flight_key="same", detach=True)
     assert joined and joined_id == run_id
 
     runs.abandon(run_id, run_pb2.CANCEL_REASON_CLIENT)  # every caller has gone

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from tests.helpers import assert_eventually
 from woolly_grpc.store import MemoryStore, RedisStore, StoreError, open_store
+from woolly_grpc.store.base import Append, Claim, Publish, Put
 
 EVERY_BYTE = bytes(range(256))
 
@@ -86,6 +87,42 @@ async def test_a_value_is_not_a_log(store):
     # The backend is fine (Redis answered, so its breaker stays closed); set replaces a log.
     await store.set("log", b"now a value", ttl_s=60)
     assert await store.get("log") == b"now a value"
+
+
+async def test_a_claim_holds_a_key_for_one_holder_until_it_lapses(store, elapse):
+    assert await store.claim("lease", "a", ttl_s=0.2)
+    assert await store.claim("lease", "a", ttl_s=0.2), "its holder renews it"
+    assert not await store.claim("lease", "b", ttl_s=60), "another holder is refused"
+    assert await store.get("lease") == b"a", "and leaves it untouched"
+    await elapse(0.2)
+    assert await store.claim("lease", "b", ttl_s=60), "a lapsed lease is free"
+    assert not await store.claim("lease", "a", ttl_s=60)
+
+
+async def test_claims_race_and_exactly_one_wins(store):
+    won = await asyncio.gather(*(store.claim("race", f"r{i}", ttl_s=60) for i in range(8)))
+    assert won.count(True) == 1
+
+
+async def test_a_write_does_a_batch_in_order_and_answers_its_claims(store):
+    await store.claim("taken", "other", ttl_s=60)
+    async with store.subscribe("news") as messages:
+        done = await store.write(
+            [
+                Put("k", b"v", 60),
+                Append("log", [b"a", b"b"], 60),
+                Append("log", [], 60),  # renews the TTL, adds nothing
+                Claim("free", "me", 60),
+                Claim("taken", "me", 60),
+                Publish("news", b"written"),
+            ]
+        )
+        assert await next_message(messages) == b"written"
+    assert done == [True, True, True, True, False, True]
+    assert await store.get("k") == b"v"
+    assert await store.read("log") == [b"a", b"b"]
+    assert await store.get("free") == b"me" and await store.get("taken") == b"other"
+    assert await store.write([]) == []
 
 
 async def test_subscribers_get_what_is_published_after_they_subscribe(store):
@@ -199,6 +236,8 @@ def every_operation(store):
         "append": lambda: store.append("log", [b"e"], ttl_s=60),
         "read": lambda: store.read("log"),
         "publish": lambda: store.publish("news", b"m"),
+        "claim": lambda: store.claim("lease", "me", ttl_s=60),
+        "write": lambda: store.write([Put("k", b"v", 60)]),
         "subscribe": subscribe,
         "ping": store.ping,
     }
@@ -228,9 +267,12 @@ async def test_redis_outage_fails_fast_then_recovers(lone_server, lone_store, cl
             with pytest.raises(StoreError, match="skipped"):
                 await operation()
         assert connections == 1  # the open breaker did not touch the network
+    assert lone_store.steady_s() < 1.0, "it has just failed"
     await lone_server.start()
     clock.advance(1.0)
     assert await lone_store.get("k") is None  # the killed server kept nothing
+    clock.advance(5.0)
+    assert lone_store.steady_s() >= 6.0, "steady since its last failure"
     await lone_store.set("k", b"again", ttl_s=60)
     assert await lone_store.get("k") == b"again"
 

@@ -1,8 +1,22 @@
-"""Runs in the shared store: records, requests and event logs that any replica can read.
+"""Runs in the shared store: records, requests, event logs and leases any replica can read.
 
-The replica executing a run writes its events in batches (one append per batch, not per token)
-and announces each batch on the run's channel; readers on other replicas replay the log and
-follow those announcements. Runs and their logs are kept for `retention_s`.
+One writer per replica (`run_writer`) writes every run this replica owns: whatever changed since
+its last write, for all runs at once, in one pipelined round trip, then announces each run's new
+events on its channel. While the store is away the writer keeps everything and tries again, for
+as long as it takes, so that no run is lost however long the outage; one WARNING says the outage
+began and one line says when it ended. What it keeps is bounded: past `max_pending_bytes` of
+events waiting, the oldest ended runs keep only their final record, which then claims more
+events than the log holds, so that a reader gets OUT_OF_RANGE rather than a silent gap.
+
+Leases, in keys that expire:
+- the owner's: `claim`ed with the record before the caller sees `started`, renewed while the run
+  executes. A reader that finds a RUNNING record without it settles the run FAILED (UNAVAILABLE,
+  "the replica running this run stopped") — once its own view of the store has been steady for a
+  lease: a store that was away made every lease look lapsed.
+- the readers': a watcher on another replica keeps `run:{ID}:watched` alive; the owner reads it
+  before cancelling a run whose own callers left (no message that could be lost).
+
+Keys carry the run id as a hash tag (`{ID}`), so a run's keys share one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -11,30 +25,54 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
-from google.protobuf.message import Message
+from google.rpc import code_pb2
 
-from woolly_grpc._gen.woolly.v1 import run_pb2
+from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.core import NotFound, OutOfRange
 from woolly_grpc.store import Store, StoreError
+from woolly_grpc.store.base import Append, Claim, Publish, Put, Write
+
+from .owned import OwnedRun
 
 _log = logging.getLogger(__name__)
 
-_FLUSH_RETRY_S = 0.5
-_FLUSH_ATTEMPTS_AFTER_END = 20
+SETTLED = "settled"
+"""The owner lease's holder once a run is settled for an owner that stopped."""
+OWNER_STOPPED = "the replica running this run stopped"
+_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 5.0)
+"""The writer's waits after failed writes while the store is away (the last one repeats)."""
+_MAX_WRITE_ENTRIES = 2_000
+"""Events in one write at most: a backlog after an outage goes out in several round trips."""
 
 
-def _record_key(run_id: str) -> str:
-    return f"run:{run_id}"
+def record_key(run_id: str) -> str:
+    """The store key of a run's record."""
+    return f"run:{{{run_id}}}"
 
 
 def log_key(run_id: str) -> str:
     """The store key of a run's event log."""
-    return f"run:{run_id}:log"
+    return f"run:{{{run_id}}}:log"
 
 
 def _request_key(run_id: str) -> str:
-    return f"run:{run_id}:request"
+    return f"run:{{{run_id}}}:request"
+
+
+def _owner_key(run_id: str) -> str:
+    return f"run:{{{run_id}}}:owner"
+
+
+def _watched_key(run_id: str) -> str:
+    return f"run:{{{run_id}}}:watched"
+
+
+def run_channel(run_id: str) -> str:
+    """Where a run's new events and its end are announced."""
+    return f"run:{{{run_id}}}"
 
 
 def unknown_run(run_id: str) -> NotFound:
@@ -42,9 +80,31 @@ def unknown_run(run_id: str) -> NotFound:
     return NotFound("run", run_id, hint="runs are kept for an hour after they end")
 
 
-def run_channel(run_id: str) -> str:
-    """Where a run's new batches and its end are announced."""
-    return f"run:{run_id}"
+@dataclass(eq=False)
+class _Pending:
+    """A run the writer still has things to write for."""
+
+    run: OwnedRun | None
+    """None once only its final record is kept (the bound on what an outage may hold)."""
+    record: run_pb2.Run
+    """The record to write when `run` is gone."""
+    written: int = 0
+    """Events of the run the store holds."""
+    request: bytes | None = None
+    """`method\\nrequest`, until the store holds it."""
+    renewed_at: float = float("-inf")
+    """When the owner lease was last renewed (event-loop time)."""
+    ended: bool = False
+    """Whether the store holds the run's final record."""
+
+
+@dataclass
+class _Outage:
+    """The store, as the writer sees it: away since when, and how often it failed."""
+
+    since: float | None = None
+    failures: int = 0
+    writes: list[float] = field(default_factory=list)
 
 
 class RunJournal:
@@ -52,32 +112,210 @@ class RunJournal:
 
     Args:
         store: The shared store (memory for one replica, Redis for several).
+        replica: This replica's id: the holder of the owner leases of its runs.
         retention_s: How long records and logs are kept after their last write.
-        linger_s: How long a flush waits for more events to join its batch.
+        lease_s: How long an owner or reader lease lasts unless renewed.
+        linger_s: How long the writer lets new events gather before a write.
         recheck_s: A follower re-reads the store this often even without an announcement (one
             may be lost).
-        max_batch: Most events in one append (1 = no batching, for comparison).
+        max_pending_bytes: Events waiting to be written, at most (see the module docstring).
+        on_lease_lost: Told of a run of ours that another replica settled (our lease lapsed,
+            e.g. while the store was away): this replica stops it.
     """
 
     def __init__(
         self,
         store: Store,
         *,
+        replica: str,
         retention_s: float,
+        lease_s: float,
         linger_s: float,
         recheck_s: float,
-        max_batch: int = 512,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+        on_lease_lost: Callable[[OwnedRun], None] | None = None,
     ) -> None:
         self.store = store
+        self.replica = replica
         self.retention_s = retention_s
+        self.lease_s = lease_s
         self.linger_s = linger_s
         self.recheck_s = recheck_s
-        self.max_batch = max_batch
+        self.max_pending_bytes = max_pending_bytes
+        self.on_lease_lost = on_lease_lost
+        self._pending: dict[str, _Pending] = {}
+        self._wake = asyncio.Event()
+        self._outage = _Outage()
 
-    async def save_request(self, run_id: str, method: str, request: Message) -> None:
-        """Keep the request that started a run (RetryRun reads it, on any replica)."""
-        value = method.encode() + b"\n" + request.SerializeToString()
-        await self.store.set(_request_key(run_id), value, ttl_s=self.retention_s)
+    @property
+    def backlog(self) -> int:
+        """Runs with something not yet written."""
+        return len(self._pending)
+
+    async def begin(self, run: OwnedRun, method: str) -> None:
+        """Write a new run's lease, record and request before its caller sees `started`.
+
+        While the store is away the run goes on: the writer writes it when the store is back.
+        """
+        pending = self._pending[run.id] = _Pending(
+            run, run.snapshot(), request=method.encode() + b"\n" + run.request.SerializeToString()
+        )
+        run.on_change = self._changed
+        now = asyncio.get_running_loop().time()
+        batch = [Claim(_owner_key(run.id), self.replica, self.lease_s), *self._run_writes(pending)]
+        try:
+            await self.store.write(batch)
+        except StoreError as exc:
+            self._failed(exc)  # the run goes on; the writer writes it when the store is back
+        except BaseException:  # cancelled: the run never starts
+            del self._pending[run.id]
+            raise
+        else:
+            pending.request, pending.renewed_at = None, now
+            self._recovered()
+
+    def _changed(self, run: OwnedRun) -> None:
+        self._wake.set()
+
+    async def run_writer(self) -> None:
+        """Write what changed, for every run at once, until cancelled (see the module doc)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation (shutdown).
+            with contextlib.suppress(TimeoutError):  # wake up at least to renew leases
+                async with asyncio.timeout(self.lease_s / 3):
+                    await self._wake.wait()
+            if self.linger_s:
+                await asyncio.sleep(self.linger_s)  # let a burst of tokens share one write
+            self._wake.clear()
+            if await self._write_once(loop.time()) == "failed":
+                failures = self._outage.failures
+                await asyncio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S)) - 1])
+                self._wake.set()
+
+    async def flush(self, timeout_s: float) -> None:
+        """Write out what is pending, for at most `timeout_s` (at shutdown)."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while await self._write_once(loop.time()) == "written":
+                    pass
+
+    async def _write_once(self, now: float) -> Literal["written", "idle", "failed"]:
+        """One write of everything due: whether it wrote, had nothing to write, or failed."""
+        self._bound_pending()
+        batch: list[Write] = []
+        claims: list[_Pending] = []  # the runs whose lease this write renews, in batch order
+        progress: list[tuple[_Pending, int, bool]] = []  # (run, events written, ended)
+        for pending in list(self._pending.values()):
+            if len(batch) > _MAX_WRITE_ENTRIES:
+                self._wake.set()  # the rest next time
+                break
+            run = pending.run
+            if run is not None and not run.done and now - pending.renewed_at >= self.lease_s / 3:
+                batch.append(Claim(_owner_key(run.id), self.replica, self.lease_s))
+                claims.append(pending)
+            writes = self._run_writes(pending)
+            if writes:
+                batch += writes
+                ended = run is None or run.done
+                progress.append((pending, len(run.log) if run else pending.written, ended))
+        if not batch:
+            return "idle"
+        try:
+            answers = await self.store.write(batch)
+        except StoreError as exc:
+            self._failed(exc)
+            return "failed"
+        self._recovered()
+        held = iter(
+            answer for op, answer in zip(batch, answers, strict=True) if isinstance(op, Claim)
+        )
+        for pending in claims:
+            if next(held):
+                pending.renewed_at = now
+            elif pending.run is not None:
+                self._lost(pending.run)
+        for pending, written, ended in progress:
+            pending.written, pending.request, pending.ended = written, None, ended
+            if ended and (pending.run is None or written >= len(pending.run.log)):
+                self._pending.pop(pending.record.id, None)
+        return "written"
+
+    def _run_writes(self, pending: _Pending) -> list[Write]:
+        """What the store lacks of one run (new events, record, request); [] if nothing."""
+        run, ttl = pending.run, self.retention_s
+        if run is None:  # only its final record was kept: it claims events the log lacks
+            record = pending.record
+            return [Put(record_key(record.id), record.SerializeToString(), ttl)]
+        new = run.log[pending.written :]
+        if not new and pending.request is None and (pending.ended or not run.done):
+            return []
+        writes: list[Write] = []
+        if pending.request is not None:
+            writes.append(Put(_request_key(run.id), pending.request, ttl))
+        record = run.snapshot()
+        stored = len(run.log)
+        # The stored record never claims more than the stored log holds, so a reader that sees
+        # an ended run with a short log knows events were lost, not late.
+        if not run.done or stored < record.last_sequence:
+            record.status = run_pb2.RUN_STATUS_RUNNING
+        record.last_sequence = stored
+        return [
+            *writes,
+            Append(log_key(run.id), new, ttl),
+            Put(record_key(run.id), record.SerializeToString(), ttl),
+            Publish(run_channel(run.id), str(stored).encode()),
+        ]
+
+    def _bound_pending(self) -> None:
+        """Past the bound, the oldest ended runs keep only their final record."""
+        waiting = sum(
+            sum(len(e) for e in p.run.log[p.written :]) for p in self._pending.values() if p.run
+        )
+        for pending in list(self._pending.values()):
+            if waiting <= self.max_pending_bytes:
+                return
+            run = pending.run
+            if run is None or not run.done:
+                continue
+            waiting -= sum(len(e) for e in run.log[pending.written :])
+            pending.record, pending.run = run.snapshot(), None
+            _log.warning(
+                "run %s: %d events dropped while the store was away (readers get OUT_OF_RANGE)",
+                run.id,
+                len(run.log) - pending.written,
+            )
+
+    def _lost(self, run: OwnedRun) -> None:
+        """Another replica settled a run of ours: write nothing more for it, and stop it."""
+        self._pending.pop(run.id, None)
+        _log.warning(
+            "run %s was settled by another replica (our lease lapsed); stopping it", run.id
+        )
+        if self.on_lease_lost is not None:
+            self.on_lease_lost(run)
+
+    def _failed(self, exc: StoreError) -> None:
+        outage = self._outage
+        outage.failures += 1
+        if outage.since is None:
+            outage.since = asyncio.get_running_loop().time()
+            _log.warning(
+                "run store unreachable (%s): runs go on, and are written when it is back", exc
+            )
+
+    def _recovered(self) -> None:
+        outage = self._outage
+        if outage.since is not None:
+            away = asyncio.get_running_loop().time() - outage.since
+            _log.warning(
+                "run store reachable again after %.1f s (%d failed writes); writing %d runs",
+                away,
+                outage.failures,
+                len(self._pending),
+            )
+        outage.since, outage.failures = None, 0
 
     async def load_request(self, run_id: str) -> tuple[str, bytes]:
         """The method and serialized request of a run."""
@@ -87,83 +325,55 @@ class RunJournal:
         method, _, request = raw.partition(b"\n")
         return method.decode(), request
 
-    async def save_record(self, record: run_pb2.Run) -> None:
-        """Write a run's current record."""
-        await self.store.set(
-            _record_key(record.id), record.SerializeToString(), ttl_s=self.retention_s
-        )
-
     async def load_record(self, run_id: str) -> run_pb2.Run:
-        """A run's last written record."""
-        raw = await self.store.get(_record_key(run_id))
+        """A run's record, settled first if its owner's lease lapsed."""
+        raw = await self.store.get(record_key(run_id))
         if raw is None:
             raise unknown_run(run_id)
-        return run_pb2.Run.FromString(raw)
+        return await self._settled_if_lapsed(run_pb2.Run.FromString(raw))
 
-    async def flush_loop(
-        self,
-        snapshot: Callable[[], run_pb2.Run],
-        log: list[bytes],
-        wake: asyncio.Event,
-        ended: Callable[[], bool],
-    ) -> None:
-        """Write `log` to the store as it grows, in batches, until the run has ended.
+    async def _settled_if_lapsed(self, record: run_pb2.Run) -> run_pb2.Run:
+        """A RUNNING record whose owner's lease lapsed, settled FAILED; others as they are."""
+        if record.status != run_pb2.RUN_STATUS_RUNNING:
+            return record
+        if self.store.steady_s() < self.lease_s:
+            return record  # our own view of the store is too fresh to judge its leases
+        owner = _owner_key(record.id)
+        if await self.store.get(owner) is not None:
+            return record
+        if not await self.store.claim(owner, SETTLED, ttl_s=self.retention_s):
+            return record  # the owner came back in time, or another replica is settling
+        settled = run_pb2.Run()
+        settled.CopyFrom(record)
+        settled.status = run_pb2.RUN_STATUS_FAILED
+        settled.error.CopyFrom(run_pb2.RunError(code=code_pb2.UNAVAILABLE, message=OWNER_STOPPED))
+        settled.last_sequence = record.last_sequence + 1
+        settled.end_time.GetCurrentTime()
+        failed = agent_service_pb2.WatchRunResponse(
+            run_id=record.id,
+            sequence=settled.last_sequence,
+            failed=run_pb2.RunFailed(code=code_pb2.UNAVAILABLE, message=OWNER_STOPPED),
+        )
+        ttl = self.retention_s
+        await self.store.write(
+            [
+                Append(log_key(record.id), [failed.SerializeToString()], ttl),
+                Put(record_key(record.id), settled.SerializeToString(), ttl),
+                Publish(run_channel(record.id), str(settled.last_sequence).encode()),
+            ]
+        )
+        _log.warning("run %s settled FAILED: %s", record.id, OWNER_STOPPED)
+        return settled
 
-        Args:
-            snapshot: A copy of the run's record now; saved with each batch (so other replicas
-                see progress).
-            log: The run's events, appended to by the run while this loop runs.
-            wake: Set when events were added or the run ended.
-            ended: Whether the run has ended (the last batch is then written and the loop stops).
-        """
-        written, failures = 0, 0
-        while True:
-            await wake.wait()
-            # The first write (record and first events) does not linger: other replicas must
-            # know the run as soon as its caller does.
-            if written and self.linger_s and not ended():
-                await asyncio.sleep(self.linger_s)  # let a burst of tokens share one append
-            wake.clear()
-            while written < len(log):
-                batch = log[written : written + self.max_batch]
-                if not await self._write(snapshot(), batch, written + len(batch), ended()):
-                    break
-                written += len(batch)
-            complete = ended() and written >= len(log)
-            if complete and await self._write(snapshot(), [], written, True):
-                return
-            if written < len(log) or complete:
-                # The store failed: try again a little later, and give up on a run that ended.
-                failures += 1
-                if ended() and failures > _FLUSH_ATTEMPTS_AFTER_END:
-                    return
-                await asyncio.sleep(_FLUSH_RETRY_S)
-                wake.set()
-            else:
-                failures = 0
-
-    async def _write(
-        self, record: run_pb2.Run, batch: list[bytes], stored: int, ended: bool
-    ) -> bool:
-        """Append `batch` and save `record` (a snapshot of ours, changed here) as of `stored`."""
-        # The stored record never claims more than the stored log holds, so a reader that
-        # sees an ended run with a short log knows events were lost, not late.
-        if not ended or stored < record.last_sequence:
-            record.status = run_pb2.RUN_STATUS_RUNNING
-        record.last_sequence = stored
-        try:
-            if batch:
-                await self.store.append(log_key(record.id), batch, ttl_s=self.retention_s)
-            await self.save_record(record)
-            await self.store.publish(run_channel(record.id), str(stored).encode())
-        except StoreError as exc:
-            # The run goes on; only readers on other replicas miss it until the store is back.
-            _log.warning("could not write run %s to the store: %s", record.id, exc)
-            return False
-        return True
+    async def watched(self, run_id: str) -> bool:
+        """Whether a reader on another replica holds a lease on the run."""
+        return await self.store.get(_watched_key(run_id)) is not None
 
     async def follow(self, run_id: str, after_sequence: int) -> AsyncGenerator[bytes]:
         """Replay a run's stored events after `after_sequence`, then follow it until it ends.
+
+        While following, it holds a reader lease on the run (the owner will not orphan it), and
+        it settles the run if its owner's lease lapses.
 
         Raises:
             NotFound: the run is unknown (or older than the retention).
@@ -172,22 +382,33 @@ class RunJournal:
         async with self.store.subscribe(run_channel(run_id)) as announcements:
             changed = asyncio.Event()
             pump = asyncio.create_task(_set_on_each(announcements, changed))
+            loop = asyncio.get_running_loop()
+            leased = float("-inf")
             try:
                 position = after_sequence
                 while True:
                     changed.clear()
+                    if loop.time() - leased >= self.lease_s / 3:
+                        with contextlib.suppress(StoreError):
+                            await self.store.set(_watched_key(run_id), b"", ttl_s=self.lease_s)
+                            leased = loop.time()
                     for entry in await self.store.read(log_key(run_id), position):
                         yield entry
                         position += 1
                     record = await self.load_record(run_id)
                     if record.status != run_pb2.RUN_STATUS_RUNNING:
                         if position < record.last_sequence:
+                            for entry in await self.store.read(log_key(run_id), position):
+                                yield entry  # e.g. the event that settled it
+                                position += 1
+                        if position < record.last_sequence:
                             raise OutOfRange(
                                 f"run {run_id}: events after {position} are no longer retained"
                             )
                         return
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), self.recheck_s)
+                        async with asyncio.timeout(self.recheck_s):
+                            await changed.wait()
             finally:
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)

@@ -4,9 +4,9 @@ The RPC that starts a run is only its first reader; WatchRun is another, on any 
 log holds serialized WatchRunResponse messages, which are wire-compatible with the StreamExecute
 and ExecuteChain responses, so every reader handles every run. Runs executing here are read
 from memory (`owned.py`); the journal (`journal.py`) puts them in the shared store for other
-replicas.
+replicas, with the record written before the caller's first event.
 When the last reader goes away, the run is cancelled after the orphan grace unless it was
-started with `detach` or someone attaches again.
+started with `detach`, a reader is back, or one on another replica holds a reader lease.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from woolly_grpc._gen.woolly.v1 import run_pb2
-from woolly_grpc.core import AgentType, Event, Overloaded, UsageMeter
+from woolly_grpc.core import AgentType, Event, Overloaded, Unavailable, UsageMeter
 from woolly_grpc.store import StoreError
 
 from .flights import Flights
-from .journal import RunJournal, unknown_run
+from .journal import OWNER_STOPPED, RunJournal, unknown_run
 from .owned import OwnedRun
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ EventSource = Callable[[UsageMeter], AsyncGenerator[Event]]
 what the run's agents used."""
 
 CONTROL_CHANNEL = "runs:control"
-"""Replicas tell each other `cancel <id> <reason>`, `attach <id>` and `detach <id>` here."""
+"""Replicas ask each other `cancel <id> <reason>` here (a lost one: CancelRun says RUNNING)."""
 
 
 class RunObserver(Protocol):
@@ -88,11 +88,13 @@ class RunManager:
         self.observer = observer
         self.closing = False
         """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
+        self.lease_s = settings.run_lease_s
         self._runs: OrderedDict[str, OwnedRun] = OrderedDict()
         self._flights = Flights()
         self._active = 0
         self._control: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
+        journal.on_lease_lost = self._lost
 
     @property
     def active(self) -> int:
@@ -100,13 +102,18 @@ class RunManager:
         return self._active
 
     async def open(self) -> None:
-        """Start listening to other replicas (cancel requests, remote watchers)."""
+        """Start the journal's writer and listening to other replicas' cancel requests."""
+        empty = contextvars.Context()
+        self._writer = asyncio.create_task(
+            self.journal.run_writer(), name="runs-journal", context=empty
+        )
         ready = asyncio.Event()
         self._control = asyncio.create_task(self._listen(ready), name="runs-control")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), self.cancel_wait_s)
+            async with asyncio.timeout(self.cancel_wait_s):
+                await ready.wait()
 
-    def start(
+    async def start(
         self,
         *,
         method: str,
@@ -119,6 +126,9 @@ class RunManager:
         detach: bool = False,
     ) -> tuple[str, bool]:
         """Start a run in its own task; returns its id and whether it was already in flight.
+
+        The run's record is in the store (when it is up) before this returns: other replicas
+        know the run as soon as its caller does.
 
         Args:
             method: The RPC that asked for it (recorded, and used by RetryRun).
@@ -143,6 +153,13 @@ class RunManager:
         self._runs[run.id] = run
         self._flights.take_off(flight_key, run)
         self._active += 1
+        try:
+            await self.journal.begin(run, method)
+        except BaseException:  # cancelled while writing: nothing has started yet
+            self._runs.pop(run.id, None)
+            self._flights.land(run)
+            self._active -= 1
+            raise
         if self.observer is not None:
             self.observer.run_started(run.record)
         # An empty context: the run outlives its first caller's call and owes it nothing.
@@ -151,7 +168,6 @@ class RunManager:
         )
         # A task cancelled before its first step never runs _drive's `finally`: settle it here.
         run.task.add_done_callback(lambda _task: self._settle(run))
-        self._spawn(self.journal.flush_loop(run.snapshot, run.log, run.unflushed, lambda: run.done))
         return run.id, False
 
     async def get(self, run_id: str, *, tenant: str) -> run_pb2.Run:
@@ -185,14 +201,13 @@ class RunManager:
         While this follows a run, the run has a reader and is not orphaned.
         """
         run = self._runs.get(run_id)
-        if run is None:
-            async with self._attached_remotely(run_id):
-                async for entry in self.journal.follow(run_id, max(after_sequence, 0)):
-                    yield entry
+        if run is None:  # the journal holds a reader lease while it follows
+            async for entry in self.journal.follow(run_id, max(after_sequence, 0)):
+                yield entry
             return
         position = max(after_sequence, 0)
         run.readers += 1
-        run.stop_orphan_timer()
+        run.stop_orphan_check()
         try:
             while True:
                 if position < len(run.log):
@@ -216,13 +231,26 @@ class RunManager:
     def abandon(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> None:
         """A reader went away: unless someone still reads it, cancel the run after the grace."""
         run = self._runs.get(run_id)
-        if run is None or run.done or run.detach or run.readers or run.remote_readers:
+        if run is None or run.done or run.detach or run.readers:
             return
-        run.stop_orphan_timer()
-        loop = asyncio.get_running_loop()
-        run.orphan_timer = loop.call_later(
-            self.orphan_grace_s, self._cancel_if_orphaned, run, reason
+        run.stop_orphan_check()
+        run.orphan_check = asyncio.create_task(
+            self._orphan_check(run, reason), context=contextvars.Context()
         )
+
+    async def _orphan_check(self, run: OwnedRun, reason: run_pb2.CancelReason.ValueType) -> None:
+        """After the grace, cancel the run unless it has a reader here or a reader lease."""
+        await asyncio.sleep(self.orphan_grace_s)
+        while not (run.done or run.detach or run.readers):
+            try:
+                watched = await self.journal.watched(run.id)
+            except StoreError:
+                watched = True  # the store cannot say: better a run too many than one lost
+            if not watched:
+                run.orphan_check = None  # the task ends here: nothing to stop any more
+                self._cancel_here(run, reason)
+                return
+            await asyncio.sleep(self.lease_s)  # a lease lapses within this if its reader left
 
     async def cancel(
         self, run_id: str, reason: run_pb2.CancelReason.ValueType, *, tenant: str
@@ -237,7 +265,8 @@ class RunManager:
             return record
         await self.journal.store.publish(CONTROL_CHANNEL, f"cancel {run_id} {reason}".encode())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wait(run_id, tenant=tenant), self.cancel_wait_s)
+            async with asyncio.timeout(self.cancel_wait_s):
+                await self.wait(run_id, tenant=tenant)
         return await self.get(run_id, tenant=tenant)
 
     def cancel_all(self) -> list[OwnedRun]:
@@ -252,19 +281,20 @@ class RunManager:
         """Cancel every run still executing here (reason SHUTDOWN) and write them out."""
         running = self.cancel_all()
         await asyncio.gather(*(r.task for r in running if r.task), return_exceptions=True)
-        if self._background:
-            # Give the journal a moment to write the last events out; a dead store gets no more.
-            _, stuck = await asyncio.wait(self._background, timeout=self.close_flush_s)
-            for task in stuck:
+        for task in (self._writer, self._control):
+            if task is not None:
                 task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
-        if self._control is not None:
-            self._control.cancel()
-            await asyncio.gather(self._control, return_exceptions=True)
+                await asyncio.gather(task, return_exceptions=True)
+        # A moment to write the last events out; a store that is away gets no more.
+        await self.journal.flush(self.close_flush_s)
+        for run in self._runs.values():
+            run.stop_orphan_check()
 
-    def _cancel_if_orphaned(self, run: OwnedRun, reason: run_pb2.CancelReason.ValueType) -> None:
-        if not (run.done or run.detach or run.readers or run.remote_readers):
-            self._cancel_here(run, reason)
+    def _lost(self, run: OwnedRun) -> None:
+        """Another replica settled a run of ours (our lease lapsed): it ends FAILED here too."""
+        if not run.done and run.task is not None:
+            run.settled_elsewhere = True
+            run.task.cancel()
 
     def _cancel_here(self, run: OwnedRun, reason: run_pb2.CancelReason.ValueType) -> None:
         if self.closing and reason != run_pb2.CANCEL_REASON_EXPLICIT:
@@ -275,11 +305,6 @@ class RunManager:
 
     async def _drive(self, run: OwnedRun, events: EventSource) -> None:
         try:
-            # Inside the try: a cancel that lands while the request is saved still ends the run.
-            try:
-                await self.journal.save_request(run.id, run.record.method, run.request)
-            except StoreError as exc:
-                _log.warning("could not store the request of run %s: %s", run.id, exc)
             # Closed here, in the run's own task, whatever happens: the core counts what the
             # model used as it closes.
             async with contextlib.aclosing(events(run.meter)) as stream:
@@ -288,8 +313,11 @@ class RunManager:
                     if self.observer is not None:
                         self.observer.run_event(run.record, event)
             run.succeed()
-        except asyncio.CancelledError:
-            run.cancelled()  # ours to absorb: readers are told, the task ends normally
+        except asyncio.CancelledError:  # ours to absorb: readers are told, the task ends
+            if run.settled_elsewhere:
+                run.fail(Unavailable(OWNER_STOPPED))
+            else:
+                run.cancelled()
         except Exception as exc:
             run.fail(exc)
         finally:
@@ -307,18 +335,6 @@ class RunManager:
         if self.observer is not None:
             self.observer.run_ended(run.record, run.meter)
 
-    @contextlib.asynccontextmanager
-    async def _attached_remotely(self, run_id: str) -> AsyncIterator[None]:
-        """Tell the run's replica a reader follows it from here (so it is not orphaned)."""
-        store = self.journal.store
-        with contextlib.suppress(StoreError):
-            await store.publish(CONTROL_CHANNEL, f"attach {run_id}".encode())
-        try:
-            yield
-        finally:
-            with contextlib.suppress(StoreError):
-                await store.publish(CONTROL_CHANNEL, f"detach {run_id}".encode())
-
     async def _listen(self, ready: asyncio.Event) -> None:
         while True:
             try:
@@ -335,21 +351,10 @@ class RunManager:
                 await asyncio.sleep(self.recheck_s)
 
     def _on_control(self, words: list[str]) -> None:
-        if len(words) < 2 or (run := self._runs.get(words[1])) is None or run.done:
+        if len(words) != 3 or words[0] != "cancel" or not words[2].isdigit():
             return
-        if words[0] == "cancel" and len(words) == 3 and words[2].isdigit():
+        if (run := self._runs.get(words[1])) is not None and not run.done:
             self._cancel_here(run, run_pb2.CancelReason.ValueType(int(words[2])))
-        elif words[0] == "attach":
-            run.remote_readers += 1
-            run.stop_orphan_timer()
-        elif words[0] == "detach":
-            run.remote_readers = max(0, run.remote_readers - 1)
-            self.abandon(run.id, run_pb2.CANCEL_REASON_CLIENT)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, context=contextvars.Context())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     def _forget_old(self) -> None:
         """Drop the oldest finished runs beyond `memory_max` (the journal still has them)."""

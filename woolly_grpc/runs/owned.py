@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -40,16 +41,16 @@ class OwnedRun:
     """The key identical calls join it by while it is in flight (`flights.Flights`)."""
     detach: bool = False
     readers: int = 0
-    """Callers following the run from this replica now."""
-    remote_readers: int = 0
-    """Watchers following it from other replicas."""
-    orphan_timer: asyncio.TimerHandle | None = None
-    """Cancels the run when the grace after its last reader left runs out."""
-    unflushed: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when the journal has events (or the end) to write."""
+    """Callers following the run from this replica now (other replicas' hold reader leases)."""
+    orphan_check: asyncio.Task[None] | None = None
+    """Cancels the run when the grace after its last reader left runs out (`manager`)."""
+    on_change: Callable[[OwnedRun], None] | None = None
+    """Told when events were added or the run ended (the journal writes them out)."""
     ended_at: float | None = None
     settled: bool = False
     """Whether the manager has booked the run's end (slot, flight key, metrics)."""
+    settled_elsewhere: bool = False
+    """Another replica settled it FAILED (our lease lapsed): it ends so here too."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _partial: list[str] = field(default_factory=list)
     """The text streamed so far, joined only when a snapshot is taken (not once per token)."""
@@ -78,7 +79,6 @@ class OwnedRun:
         )
         record.start_time.GetCurrentTime()
         run = cls(record=record, request=request)
-        run.unflushed.set()  # the journal writes the record with the run's first events
         return run
 
     @property
@@ -102,11 +102,11 @@ class OwnedRun:
         record.partial_content = "".join(self._partial)
         return record
 
-    def stop_orphan_timer(self) -> None:
-        """A reader is back (or a new timer replaces this one)."""
-        if self.orphan_timer is not None:
-            self.orphan_timer.cancel()
-            self.orphan_timer = None
+    def stop_orphan_check(self) -> None:
+        """A reader is back (or a new check replaces this one)."""
+        if self.orphan_check is not None:
+            self.orphan_check.cancel()
+            self.orphan_check = None
 
     async def wait_for_change(self) -> None:
         """Return once an event was added or the run ended."""
@@ -184,4 +184,5 @@ class OwnedRun:
         # Swap before setting, so that a reader waits on the event of the state it saw.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        self.unflushed.set()
+        if self.on_change is not None:
+            self.on_change(self)

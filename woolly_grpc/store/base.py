@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
 
 
 class StoreError(Exception):
@@ -13,6 +14,45 @@ class StoreError(Exception):
     Every backend raises this, and only this, for its own failures (the cause is chained), so
     a caller needs one `except` and never sees a redis or socket exception.
     """
+
+
+@dataclass(frozen=True)
+class Put:
+    """`set` as part of a `write`."""
+
+    key: str
+    value: bytes
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class Append:
+    """`append` as part of a `write`."""
+
+    key: str
+    entries: Sequence[bytes]
+    ttl_s: float
+
+
+@dataclass(frozen=True)
+class Publish:
+    """`publish` as part of a `write`."""
+
+    channel: str
+    message: bytes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """`claim` as part of a `write`."""
+
+    key: str
+    holder: str
+    ttl_s: float
+
+
+Write: TypeAlias = Put | Append | Publish | Claim
+"""One operation of a `write` batch."""
 
 
 class Store(Protocol):
@@ -46,6 +86,30 @@ class Store(Protocol):
         """The log entries from index `start` (0-based) on; [] when there are none.
 
         A reader that has seen `n` entries asks for `start=n` to get only the new ones.
+        """
+        ...
+
+    async def claim(self, key: str, holder: str, *, ttl_s: float) -> bool:
+        """Hold `key` for `holder` for `ttl_s` seconds: a lease (a run's owner, a settlement).
+
+        True if the key was free or already `holder`'s (its TTL then starts again); False if
+        another holder has it, which is left untouched. Atomic across replicas.
+        """
+        ...
+
+    async def write(self, batch: Sequence[Write]) -> list[bool]:
+        """Do every operation of `batch`, in order, in one round trip (not atomically).
+
+        Returns one bool per operation: a Claim's answer, True for the others. A StoreError
+        means some, all or none were done; the caller writes again.
+        """
+        ...
+
+    def steady_s(self) -> float:
+        """Seconds since an operation last failed here (inf if none ever did).
+
+        A replica judges others' leases only once its own view of the store has been steady
+        for a lease: a store that was away made every lease look lapsed.
         """
         ...
 

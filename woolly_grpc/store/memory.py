@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from .base import StoreError
+from .base import Append, Claim, Publish, Put, StoreError, Write
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _MIN_TTL_S = 0.001
@@ -43,6 +44,7 @@ class MemoryStore:
         max_bytes: Bound on keys + values + log entries (Python's own overhead is not counted).
         clock: Monotonic seconds; tests pass a fake one to expire keys without waiting.
         max_pending: Messages queued per subscriber before the oldest are dropped.
+        max_keys: Bound on the number of keys (least recently used go first); None = none.
     """
 
     kind = "memory"
@@ -53,10 +55,12 @@ class MemoryStore:
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
         max_pending: int = 1024,
+        max_keys: int | None = None,
     ) -> None:
-        if max_bytes < 1 or max_pending < 1:
-            raise ValueError("max_bytes and max_pending must be at least 1")
+        if max_bytes < 1 or max_pending < 1 or (max_keys is not None and max_keys < 1):
+            raise ValueError("max_bytes, max_pending and max_keys must be at least 1")
         self.max_bytes = max_bytes
+        self.max_keys = max_keys
         self._clock = clock
         self._max_pending = max_pending
         self._items: OrderedDict[str, _Item] = OrderedDict()
@@ -119,6 +123,35 @@ class MemoryStore:
             raise StoreError(f"{key!r} holds a value, not a log")
         return item.data[max(start, 0) :]
 
+    async def claim(self, key: str, holder: str, *, ttl_s: float) -> bool:
+        """Hold `key` for `holder` unless another holder has it."""
+        item = self._live(key)
+        if item is not None and item.data != holder.encode():
+            return False
+        await self.set(key, holder.encode(), ttl_s=ttl_s)
+        return True
+
+    async def write(self, batch: Sequence[Write]) -> list[bool]:
+        """Do each operation in turn."""
+        done: list[bool] = []
+        for op in batch:
+            match op:
+                case Put():
+                    await self.set(op.key, op.value, ttl_s=op.ttl_s)
+                case Append():
+                    await self.append(op.key, op.entries, ttl_s=op.ttl_s)
+                case Publish():
+                    await self.publish(op.channel, op.message)
+                case Claim():
+                    done.append(await self.claim(op.key, op.holder, ttl_s=op.ttl_s))
+                    continue
+            done.append(True)
+        return done
+
+    def steady_s(self) -> float:
+        """In-process: it never fails."""
+        return math.inf
+
     async def publish(self, channel: str, message: bytes) -> None:
         """Queue `message` for every current subscriber of `channel`."""
         for queue in self._channels.get(channel, ()):
@@ -173,7 +206,8 @@ class MemoryStore:
             # Logs push an entry per append; rebuild before stale entries outweigh live ones.
             self._expiries = [(i.expires_at, k) for k, i in self._items.items()]
             heapq.heapify(self._expiries)
-        while self._nbytes > self.max_bytes:
+        too_many = self.max_keys if self.max_keys is not None else len(self._items)
+        while self._nbytes > self.max_bytes or len(self._items) > too_many:
             # Never the new item itself: it fits, and it is the most recent.
             self._drop(next(iter(self._items)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from .base import StoreError
+from .base import Append, Claim, Publish, Put, StoreError, Write
 
 DEFAULT_OP_TIMEOUT_S = 0.25
 DEFAULT_COOLDOWN_S = 1.0
@@ -23,6 +24,15 @@ DEFAULT_MAX_CONNECTIONS = 256
 """Connections per replica for operations (subscriptions have their own)."""
 _MAX_SUBSCRIPTIONS = 10_000
 """Redis' own default client limit: one per remote WatchRun, plus the control channel."""
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+"""Hold a key for ARGV[1] for ARGV[2] ms unless someone else holds it (`Store.claim`)."""
 _FAILURES = (RedisError, OSError)
 """What redis.asyncio raises; TimeoutError (asyncio.timeout's too) is an OSError."""
 
@@ -70,6 +80,8 @@ class RedisStore:
         self._prefix = prefix
         self._clock = clock
         self._retry_at: float | None = None
+        self._failed_at: float | None = None
+        """When an operation last failed (monotonic), for `steady_s`."""
         """While set, operations fail fast until the clock reaches it (the breaker is open)."""
         self._subscriptions: set[_Messages] = set()
         # redis-py's default pool raises "Too many connections" past 100 operations in flight,
@@ -83,6 +95,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0),  # the breaker and the caller's fallback handle failures
         )
         self._redis = Redis.from_pool(pool)
+        self._claim = self._redis.register_script(_CLAIM)
         # Each subscription holds a connection while it lasts: they get a client of their own,
         # so that many remote watchers never leave the operations waiting for a connection.
         self._subscriber = Redis.from_url(
@@ -124,6 +137,43 @@ class RedisStore:
         async with self._guard("read"):
             entries = await self._redis.lrange(self._prefix + key, max(start, 0), -1)
         return [entry.encode() if isinstance(entry, str) else entry for entry in entries]
+
+    async def claim(self, key: str, holder: str, *, ttl_s: float) -> bool:
+        """A Lua script: GET, then SET PX if free or already `holder`'s; atomic in Redis."""
+        async with self._guard("claim"):
+            held = await self._claim(keys=[self._prefix + key], args=[holder, _ms(ttl_s)])
+        return bool(held)
+
+    async def write(self, batch: Sequence[Write]) -> list[bool]:
+        """One pipeline (not a transaction): a round trip for the whole batch."""
+        if not batch:
+            return []
+        async with self._guard("write"), self._redis.pipeline(transaction=False) as pipe:
+            claims: list[int] = []  # where each Claim's answer is among the pipeline's replies
+            for op in batch:
+                match op:
+                    case Put():
+                        pipe.set(self._prefix + op.key, op.value, px=_ms(op.ttl_s))
+                    case Append():
+                        if op.entries:
+                            pipe.rpush(self._prefix + op.key, *op.entries)
+                        pipe.pexpire(self._prefix + op.key, _ms(op.ttl_s))
+                    case Publish():
+                        pipe.publish(self._prefix + op.channel, op.message)
+                    case Claim():
+                        claims.append(len(pipe.command_stack))
+                        await self._claim(
+                            keys=[self._prefix + op.key],
+                            args=[op.holder, _ms(op.ttl_s)],
+                            client=pipe,
+                        )
+            replies = await pipe.execute()
+        answers = iter(bool(replies[i]) for i in claims)
+        return [next(answers) if isinstance(op, Claim) else True for op in batch]
+
+    def steady_s(self) -> float:
+        """Seconds since the last failed operation (inf if none)."""
+        return math.inf if self._failed_at is None else self._clock() - self._failed_at
 
     async def publish(self, channel: str, message: bytes) -> None:
         """PUBLISH to the subscribers of `channel` on every replica."""
@@ -190,7 +240,8 @@ class RedisStore:
 
     def _failed(self, operation: str, exc: BaseException) -> StoreError:
         """Open the breaker and describe the failure."""
-        self._retry_at = self._clock() + self._cooldown_s
+        self._failed_at = self._clock()
+        self._retry_at = self._failed_at + self._cooldown_s
         return self._error(operation, exc)
 
     def _error(self, operation: str, exc: BaseException) -> StoreError:
