@@ -140,7 +140,8 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: pb.CreateAgentRequest, context: Context
     ) -> pb.CreateAgentResponse:
         async with map_core_errors(context):
-            agent = await self.agents.create(_tenant(), convert.agent_fields(request.agent))
+            fields = convert.agent_fields(request.agent)
+            agent = await self.agents.create(_tenant(), fields, request.request_id)
             return pb.CreateAgentResponse(agent=convert.agent_to_proto(agent))
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:

@@ -26,9 +26,12 @@ async def shared_redis() -> AsyncIterator[RedisServer]:
         yield server
 
 
-async def start_replica_process(cache_url: str) -> tuple[asyncio.subprocess.Process, int]:
+async def start_replica_process(
+    cache_url: str, *options: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    """`tests.support.slow_server` (a replica whose model streams slowly) and its port."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.slow_server", "--cache-url", cache_url,
+        sys.executable, "-m", "tests.support.slow_server", "--cache-url", cache_url, *options,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None

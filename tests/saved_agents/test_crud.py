@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -238,3 +239,64 @@ async def test_delete(agents_server: RunningServer) -> None:
         assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
     # Its name is free again.
     assert (await create(agents_server, name=created.name)).id != created.id
+
+
+async def test_a_repeated_request_id_answers_with_the_agent_it_created(
+    agents_server: RunningServer,
+) -> None:
+    """A create retried after a lost answer must not fail on its own name nor make a twin."""
+    request_id, name = unique("request"), unique()
+
+    def request() -> agent_service_pb2.CreateAgentRequest:
+        return agent_service_pb2.CreateAgentRequest(
+            agent=definition(name=name), request_id=request_id
+        )
+
+    first = (await agents_server.stub.CreateAgent(request(), timeout=10)).agent
+    racing = await asyncio.gather(
+        *(agents_server.stub.CreateAgent(request(), timeout=10) for _ in range(8))
+    )
+
+    assert {response.agent.id for response in racing} == {first.id}
+    assert [
+        agent.id for page in await list_all(agents_server) for agent in page if agent.name == name
+    ] == [first.id]
+    # Without the id, the same name is taken as before.
+    taken = await rpc_error(
+        agents_server.stub.CreateAgent(
+            agent_service_pb2.CreateAgentRequest(agent=definition(name=name)), timeout=10
+        )
+    )
+    assert taken.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_racing_first_tries_of_one_request_id_make_one_agent(
+    agents_server: RunningServer,
+) -> None:
+    request_id, name = unique("request"), unique()
+    request = agent_service_pb2.CreateAgentRequest(
+        agent=definition(name=name), request_id=request_id
+    )
+
+    racing = await asyncio.gather(
+        *(agents_server.stub.CreateAgent(request, timeout=10) for _ in range(8))
+    )
+
+    assert len({response.agent.id for response in racing}) == 1
+
+
+async def test_request_ids_are_checked(agents_server: RunningServer) -> None:
+    other = await agents_server.stub.CreateAgent(
+        agent_service_pb2.CreateAgentRequest(agent=definition(), request_id=unique("request")),
+        timeout=10,
+    )
+    assert other.agent.id, "a fresh request id creates"
+
+    for bad in ("x" * 65, "line\nbreak"):
+        error = await rpc_error(
+            agents_server.stub.CreateAgent(
+                agent_service_pb2.CreateAgentRequest(agent=definition(), request_id=bad), timeout=10
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "64 printable" in violations(error)["request_id"]

@@ -102,7 +102,7 @@ async def test_the_previous_schema_is_upgraded_and_its_agents_kept(database_url:
         0.2,
         400,
     )
-    assert await schema_revision(database_url) == "0002"
+    assert await schema_revision(database_url) == "0003"
 
 
 async def test_opening_an_upgraded_database_again_changes_nothing(database_url: str) -> None:
@@ -112,7 +112,7 @@ async def test_opening_an_upgraded_database_again_changes_nothing(database_url: 
         await database.open()
         await database.close()
 
-    assert await schema_revision(database_url) == "0002"
+    assert await schema_revision(database_url) == "0003"
     engine = create_async_engine(async_database_url(database_url))
     async with engine.connect() as connection:
         columns = await connection.run_sync(
@@ -158,4 +158,4 @@ async def test_replicas_opening_a_new_database_at_once_migrate_it_once(
     finally:
         await asyncio.gather(*(r.close() for r in replicas))
 
-    assert seen.fields.name == "x" and await schema_revision(url) == "0002"
+    assert seen.fields.name == "x" and await schema_revision(url) == "0003"

@@ -30,6 +30,7 @@ async def main() -> None:
     parser.add_argument("--chunks", type=int, default=0, help="0: endless")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--grace-s", type=float, default=30.0)
+    parser.add_argument("--lease-s", type=float, default=10.0)
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     args = parser.parse_args()
     if args.database_url is None:  # keep test databases out of the working tree
@@ -63,6 +64,7 @@ async def main() -> None:
         cache_url=args.cache_url,
         database_url=args.database_url,
         orphan_grace_s=30,
+        run_lease_s=args.lease_s,
     )
     app = build(settings, model=FunctionModel(stream_function=endless))
     await start(app)

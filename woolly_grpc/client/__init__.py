@@ -259,12 +259,14 @@ class WoollyClient:
         model: str = "",
         temperature: float | None = None,
         max_output_tokens: int | None = None,
+        request_id: str = "",
         timeout: float | None = 10.0,
     ) -> agent_pb2.AgentDefinition:
         """Save a new agent: a base type with its own prompt and tool allow-list (empty = all).
 
         `model` is one of the server's models (empty: the server's own); `temperature` and
-        `max_output_tokens` tune it (None: the model's defaults).
+        `max_output_tokens` tune it (None: the model's defaults). Give a `request_id` (a UUID)
+        and repeat it when you retry: a create that did happen then answers with its agent.
         """
         agent = agent_pb2.AgentDefinition(
             name=name,
@@ -278,7 +280,7 @@ class WoollyClient:
             temperature=temperature,
             max_output_tokens=max_output_tokens,
         )
-        request = agent_service_pb2.CreateAgentRequest(agent=agent)
+        request = agent_service_pb2.CreateAgentRequest(agent=agent, request_id=request_id)
         return (await self.stub.CreateAgent(request, timeout=timeout)).agent
 
     async def get_agent(

@@ -61,6 +61,7 @@ DatabaseKind = Literal["sqlite", "postgresql"]
 _SCHEMA_LOCK = 0x776F6F6C6C79  # "woolly": replicas starting together migrate the schema once
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _FIRST_REVISION = "0001"
+"""The schema the release before migrations created (`create_all`)."""
 _CONNECT_TIMEOUT_S = 10.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -92,6 +93,7 @@ class _AgentRow(_Base):
     model: Mapped[str] = mapped_column(String(200))
     temperature: Mapped[float | None] = mapped_column(Float)
     max_output_tokens: Mapped[int | None] = mapped_column(Integer)
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 def async_database_url(url: str) -> URL:
@@ -191,8 +193,16 @@ class AgentDatabase:
         async with self._errors("reach"), self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    async def insert(self, tenant: str, agent: AgentFields) -> AgentRecord:
-        """Store a new definition with a fresh id and revision 1."""
+    async def insert(
+        self, tenant: str, agent: AgentFields, request_id: str | None = None
+    ) -> AgentRecord:
+        """Store a new definition with a fresh id and revision 1.
+
+        With a `request_id` it has seen before (in this tenant), it stores nothing and returns
+        the agent that request created: a retry of a create that did happen.
+        """
+        if request_id and (created := await self._created_by(tenant, request_id)) is not None:
+            return created
         now = datetime.now(UTC)
         row = _AgentRow(
             id=uuid.uuid4().hex,
@@ -200,14 +210,26 @@ class AgentDatabase:
             create_time=now,
             update_time=now,
             revision=1,
+            request_id=request_id or None,
             **_columns(agent),
         )
         try:
             async with self._errors("write"), self._sessions.begin() as session:
                 session.add(row)
         except IntegrityError as exc:
+            # Two tries of one request racing: the other one created it.
+            if request_id and (created := await self._created_by(tenant, request_id)):
+                return created
             raise _name_taken(agent) from exc
         return _record(row)
+
+    async def _created_by(self, tenant: str, request_id: str) -> AgentRecord | None:
+        query = select(_AgentRow).where(
+            _AgentRow.tenant == tenant, _AgentRow.request_id == request_id
+        )
+        async with self._errors("read"), self._sessions() as session:
+            row = (await session.scalars(query)).first()
+        return _record(row) if row is not None else None
 
     async def get(self, tenant: str, agent_id: str) -> AgentRecord:
         """The definition with this id in this tenant (NotFound otherwise)."""

@@ -32,6 +32,7 @@ from .rules import (
 if TYPE_CHECKING:
     from .database import AgentDatabase
 
+MAX_REQUEST_ID_CHARS = 64
 _UPDATE_ATTEMPTS = 5
 """Optimistic updates retried this often when another writer changed the agent meanwhile."""
 
@@ -60,10 +61,17 @@ class SavedAgents:
         self.tool_names = tool_names
         self.models = tuple(models)
 
-    async def create(self, tenant: str, agent: AgentFields) -> AgentRecord:
-        """Validate and store a new definition (AlreadyExists for a taken name)."""
+    async def create(self, tenant: str, agent: AgentFields, request_id: str = "") -> AgentRecord:
+        """Validate and store a new definition (AlreadyExists for a taken name).
+
+        A `request_id` seen before returns the agent its first request created (AIP-155).
+        """
+        if len(request_id) > MAX_REQUEST_ID_CHARS or not request_id.isprintable():
+            raise InvalidInput.one(
+                "request_id", f"must be at most {MAX_REQUEST_ID_CHARS} printable characters"
+            )
         await self._validate(agent, WRITABLE_FIELDS)
-        return await self.database.insert(tenant, agent)
+        return await self.database.insert(tenant, agent, request_id or None)
 
     async def get(self, tenant: str, agent_id: str) -> AgentRecord:
         """The definition with this id (NotFound for none, or one of another tenant)."""

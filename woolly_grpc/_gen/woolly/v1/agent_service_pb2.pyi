@@ -961,6 +961,11 @@ class CreateAgentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional, up to 64 characters (a UUID is a good choice): a CreateAgent retried with the
+    same id answers with the agent the first one created, instead of ALREADY_EXISTS.
+    """
     @_builtins.property
     def agent(self) -> _agent_pb2.AgentDefinition:
         """The definition; `id`, `create_time`, `update_time` and `revision` are ignored."""
@@ -969,10 +974,11 @@ class CreateAgentRequest(_message.Message):
         self,
         *,
         agent: _agent_pb2.AgentDefinition | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
