@@ -1,0 +1,317 @@
+"""Proposed tests built from what the code itself says, or marked skeletons when it says nothing.
+
+Three sources, best first: the docstring's `>>>` examples (as asserts), the function's own early
+`if <condition>: raise SomeError(...)` checks (as `pytest.raises` cases, with arguments that meet
+the condition and the other arguments taken from defaults, type hints and names), and otherwise a
+skeleton that skips with a note. No test asserts a type or "not None".
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+from dataclasses import dataclass
+
+from .catalog import Catalog, Unit
+from .doctests import docstring_examples
+
+_BUILTINS = frozenset(dir(builtins))
+_BY_HINT = {
+    "int": "3", "float": "1.5", "str": '"text"', "bytes": 'b"data"', "bool": "True",
+    "list": "[1, 2, 3]", "tuple": "(1, 2, 3)", "dict": '{"a": 1}', "set": "{1, 2}",
+    "Iterable": "[1, 2, 3]", "Sequence": "[1, 2, 3]", "Callable": "len",
+}  # fmt: skip
+_BY_NAME = [
+    (re.compile(r"^(n|k|size|count|num|length|width|limit|max\w*|min\w*|index|step)$"), "3"),
+    (re.compile(r"^(s|text|string|name|prefix|suffix|sep|delim\w*|char\w*)$"), '"text"'),
+    (re.compile(r"^(iterable|it|seq|sequence|items|values|data|\w+s)$"), "[1, 2, 3]"),
+    (re.compile(r"^(func|function|fn|key|pred\w*|callback)$"), "len"),
+]
+_EMPTY = {"int": "0", "float": "0.0", "str": '""', "bytes": 'b""', "list": "[]", "dict": "{}"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One proposed test function: its text and the names it imports from the unit's module."""
+
+    name: str
+    text: str
+    imports: frozenset[str]
+    kind: str
+    """`example`, `raises` or `skeleton`."""
+
+
+def propose(catalog: Catalog, unit: Unit, doctests_run: bool) -> list[Case]:
+    """The test functions the code itself backs for one untested unit, best first (maybe none)."""
+    stem = _snake(unit.qualname.replace(".", "_"))
+    cases = [] if doctests_run else _from_examples(catalog, unit, stem)
+    return cases + _from_guards(catalog, unit, stem)
+
+
+def skeleton(unit: Unit) -> Case:
+    """A test to write by hand, skipped until then, with a call built from the signature."""
+    stem = _snake(unit.qualname.replace(".", "_"))
+    note = f"write me: what `{unit.qualname}` should do (its code does not say)"
+    args = None if isinstance(unit.node, ast.ClassDef) else _arguments(unit.node.args, False)
+    hint = f"    # e.g. {unit.name}({_join(args)})\n" if args is not None else ""
+    text = f'def test_{stem}() -> None:\n{hint}    pytest.skip("{note}")\n'
+    return Case(f"test_{stem}", text, frozenset(), "skeleton")
+
+
+def _from_examples(catalog: Catalog, unit: Unit, stem: str) -> list[Case]:
+    body: list[str] = []
+    asserted = 0
+    for example in docstring_examples(unit.node):
+        if "doctest:" in example.source:
+            continue
+        try:
+            tree = ast.parse(example.source)
+        except SyntaxError:
+            return []
+        expected = _literal(example.want)
+        if example.want and isinstance(tree.body[-1], ast.Expr) and expected is not None:
+            body.append(f"assert {ast.unparse(tree.body[-1].value)} == {expected}")
+            asserted += 1
+        elif not example.want or not isinstance(tree.body[-1], ast.Expr):
+            body.append(ast.unparse(tree))
+        else:
+            break  # later examples may rely on output we cannot check
+    if not asserted:
+        return []
+    code = "\n".join(body)
+    names = _free_names(ast.parse(code))
+    if not all(_importable(catalog, unit.module, n) for n in names):
+        return []
+    text = f"def test_{stem}_docstring_examples() -> None:\n" + _indent(code)
+    return [Case(f"test_{stem}_docstring_examples", text, frozenset(names), "example")]
+
+
+def _from_guards(catalog: Catalog, unit: Unit, stem: str) -> list[Case]:
+    """Cases from the early `if <condition>: raise/return <literal>` checks.
+
+    The arguments meet the condition; the others come from defaults, hints and names.
+    """
+    callee = _callee(catalog, unit)
+    if callee is None:
+        return []
+    node, call_name = callee
+    static = any(ast.unparse(d) == "staticmethod" for d in node.decorator_list)
+    base = _arguments(node.args, skip_first=unit.kind in ("method", "class") and not static)
+    if base is None:
+        return []
+    every = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+    params = {a.arg for a in every}
+    generator = any(isinstance(n, ast.Yield | ast.YieldFrom) for n in ast.walk(node))
+    cases = []
+    for guard, error, outcome in _guards(node)[:2]:
+        args = _violating(guard, dict(base), params)
+        if args is None or (generator and error is None):
+            continue
+        call = f"{call_name}({_join(args)})"
+        if error is not None and not _importable(catalog, unit.module, error):
+            continue
+        cases.append(_case(unit, stem, guard, error, outcome, call, generator))
+    return cases
+
+
+def _callee(catalog: Catalog, unit: Unit) -> tuple[ast.FunctionDef, str] | None:
+    """The function a call runs for `unit`, and how a test calls it; None when unclear."""
+    node = unit.node
+    call_name = unit.name
+    if isinstance(node, ast.ClassDef):
+        init = catalog.units.get((unit.module, f"{unit.qualname}.__init__"))
+        if init is None or "." in unit.qualname:
+            return None
+        node = init.node
+    elif unit.kind == "method":
+        owner = catalog.units.get((unit.module, unit.qualname.rpartition(".")[0]))
+        made = _plain_call(catalog, owner) if owner else None
+        if made is None:
+            return None
+        call_name = f"{made}.{unit.name}"
+    elif unit.kind != "function":
+        return None
+    if not isinstance(node, ast.FunctionDef):
+        return None  # async functions need an event loop; classes are not called here
+    if any(ast.unparse(d) not in ("staticmethod", "classmethod") for d in node.decorator_list):
+        return None  # a decorator may change what calling it does
+    return node, call_name
+
+
+def _case(
+    unit: Unit, stem: str, guard: ast.expr, error: str | None, outcome: str, call: str, gen: bool
+) -> Case:
+    """One test: the call meets `guard`, so it raises `error` or returns `outcome`."""
+    names = {unit.qualname.split(".")[0]}
+    if error is None:
+        name = f"test_{stem}_returns_early_when_{_words(guard)}"
+        check = "is" if outcome in ("None", "True", "False") else "=="
+        text = f"def {name}() -> None:\n    assert {call} {check} {outcome}\n"
+        return Case(name, text, frozenset(names), "returns")
+    call = f"list({call})" if gen else call
+    match = f', match="{outcome}"' if outcome else ""
+    name = f"test_{stem}_raises_{_snake(error)}_when_{_words(guard)}"
+    text = f"def {name}() -> None:\n    with pytest.raises({error}{match}):\n        {call}\n"
+    return Case(name, text, frozenset(names | ({error} - _BUILTINS)), "raises")
+
+
+def _guards(
+    node: ast.FunctionDef | ast.AsyncFunctionDef,
+) -> list[tuple[ast.expr, str | None, str]]:
+    """The early `if` checks: (condition, exception name, message start) for a `raise`.
+
+    (condition, None, literal) for an early `return <literal>`.
+    """
+    found: list[tuple[ast.expr, str | None, str]] = []
+    body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+    for stmt in body[:6]:
+        if not (isinstance(stmt, ast.If) and len(stmt.body) == 1 and not stmt.orelse):
+            if isinstance(stmt, ast.If | ast.For | ast.While | ast.With | ast.Try):
+                break  # past the first compound statement, arguments may have changed
+            continue
+        first = stmt.body[0]
+        if isinstance(first, ast.Raise) and isinstance(first.exc, ast.Call):
+            if isinstance(first.exc.func, ast.Name):
+                found.append((stmt.test, first.exc.func.id, _message(first.exc)))
+        elif isinstance(first, ast.Return) and first.value is not None:
+            literal = _literal(ast.unparse(first.value))
+            if literal is not None:
+                found.append((stmt.test, None, literal))
+    return found
+
+
+def _violating(test: ast.expr, args: dict[str, str], params: set[str]) -> dict[str, str] | None:
+    """The arguments with one set so that `test` holds, or None when that is unclear."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
+        return next((a for v in test.values if (a := _violating(v, dict(args), params))), None)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = test.operand
+        if isinstance(inner, ast.Name) and inner.id in args:
+            return {**args, inner.id: _falsy(args[inner.id])}
+        if _is_call(inner, "isinstance") or _is_call(inner, "callable"):
+            name = inner.args[0]  # type: ignore[attr-defined]
+            if isinstance(name, ast.Name) and name.id in params:
+                return _set(args, name.id, "object()")
+        return None
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return None
+    left, op, right = test.left, test.ops[0], test.comparators[0]
+    if not (isinstance(left, ast.Name) and left.id in params and isinstance(right, ast.Constant)):
+        return None
+    value = right.value
+    if isinstance(op, ast.Is | ast.Eq) and (value is None or isinstance(value, int | str)):
+        return _set(args, left.id, repr(value))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        shifted = {ast.Lt: value - 1, ast.LtE: value - 1, ast.Gt: value + 1, ast.GtE: value + 1}
+        if type(op) in shifted:
+            return _set(args, left.id, repr(shifted[type(op)]))
+    return None
+
+
+def _set(args: dict[str, str], name: str, value: str) -> dict[str, str]:
+    """`args` with parameter `name` given `value`: in place if required, else by keyword."""
+    key = name if name in args else f"*{name}"
+    return {**args, key: value}
+
+
+def _arguments(args: ast.arguments, skip_first: bool) -> dict[str, str] | None:
+    """Values for the required parameters (defaults stay); None when one cannot be guessed."""
+    positional = [*args.posonlyargs, *args.args][1 if skip_first else 0 :]
+    required = positional[: len(positional) - len(args.defaults)] if args.defaults else positional
+    keywords = [a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
+    values: dict[str, str] = {}
+    for arg in [*required, *keywords]:
+        value = _sample(arg)
+        if value is None:
+            return None
+        values[("*" if arg in keywords else "") + arg.arg] = value
+    return values
+
+
+def _sample(arg: ast.arg) -> str | None:
+    if arg.annotation is not None:
+        hint = ast.unparse(arg.annotation).split("[")[0].split("|")[0].strip().split(".")[-1]
+        if hint in _BY_HINT:
+            return _BY_HINT[hint]
+    return next((value for pattern, value in _BY_NAME if pattern.match(arg.arg)), None)
+
+
+def _plain_call(catalog: Catalog, cls: Unit) -> str | None:
+    """`Cls()` when the class can be made without arguments, else None."""
+    init = catalog.units.get((cls.module, f"{cls.qualname}.__init__"))
+    if init is None or isinstance(init.node, ast.ClassDef):
+        return f"{cls.qualname}()" if "." not in cls.qualname else None
+    arguments = _arguments(init.node.args, skip_first=True)
+    return f"{cls.qualname}({_join(arguments)})" if arguments == {} else None
+
+
+def _importable(catalog: Catalog, module: str, name: str) -> bool:
+    return (
+        name in _BUILTINS or bool(catalog.lookup(module, name)) or _imported(catalog, module, name)
+    )
+
+
+def _imported(catalog: Catalog, module: str, name: str) -> bool:
+    found = catalog.modules.get(module)
+    return found is not None and (name in found.imports or name in found.aliases)
+
+
+def _free_names(tree: ast.Module) -> set[str]:
+    bound = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+    }
+    loaded = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    return {n for n in loaded - bound if n not in _BUILTINS}
+
+
+def _literal(text: str) -> str | None:
+    """`text` as a Python literal, when doctest output is one (not a repr of an object)."""
+    if not text.strip() or "..." in text:
+        return None
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return repr(value)
+
+
+def _message(call: ast.Call) -> str:
+    """The start of a raised error's constant message, as a regular expression."""
+    first = call.args[0] if call.args else None
+    if isinstance(first, ast.JoinedStr):
+        first = next((v for v in first.values if isinstance(v, ast.Constant)), None)
+    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+        words = re.match(r"[\w ,:'-]*", first.value)  # no regex meaning, no escapes needed
+        text = words.group(0).strip() if words else ""
+        return text[:40] if len(text) >= 6 else ""
+    return ""
+
+
+def _falsy(value: str) -> str:
+    kind = {"3": "int", "1.5": "float", '"text"': "str", "[1, 2, 3]": "list"}.get(value, "")
+    return _EMPTY.get(kind, "None")
+
+
+def _is_call(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+
+
+def _join(args: dict[str, str] | None) -> str:
+    items = (args or {}).items()
+    return ", ".join(f"{k[1:]}={v}" if k.startswith("*") else v for k, v in items)
+
+
+def _words(test: ast.expr) -> str:
+    text = re.sub(r"[^a-z0-9]+", "_", ast.unparse(test).lower()).strip("_")
+    return text[:30].rstrip("_") or "invalid"
+
+
+def _indent(code: str) -> str:
+    return "".join(f"    {line}\n" for line in code.splitlines())
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower().strip("_")
