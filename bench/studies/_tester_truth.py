@@ -68,7 +68,7 @@ class Recorder:
                 caller = frame.f_back
                 if caller is not None and self._is_test(caller.f_code.co_filename):
                     self._credit_class(
-                        frame, f"{self._rel(caller.f_code.co_filename)}:{caller.f_lineno}"
+                        frame, f"{self.rel(caller.f_code.co_filename)}:{caller.f_lineno}"
                     )
             return
         caller = frame.f_back
@@ -81,9 +81,9 @@ class Recorder:
             caller = caller.f_back
         if caller is None or not self._is_test(caller.f_code.co_filename):
             return
-        where = f"{self._rel(caller.f_code.co_filename)}:{caller.f_lineno}"
+        where = f"{self.rel(caller.f_code.co_filename)}:{caller.f_lineno}"
         if "<locals>" not in code.co_qualname:
-            self.called.setdefault((self._rel(code.co_filename), code.co_qualname), where)
+            self.called.setdefault((self.rel(code.co_filename), code.co_qualname), where)
         if code.co_name in ("__init__", "__new__"):
             self._credit_class(frame, where)
 
@@ -97,15 +97,35 @@ class Recorder:
         module = sys.modules.get(made.__module__)
         path = getattr(module, "__file__", None)
         if path and os.path.realpath(path) in self.sources:
-            key = (self._rel(os.path.realpath(path)), made.__qualname__)
+            key = (self.rel(os.path.realpath(path)), made.__qualname__)
             self.called.setdefault(key, where)
 
-    def _rel(self, filename: str) -> str:
+    def rel(self, filename: str) -> str:
+        """A path relative to the package root (unchanged outside it)."""
         return (
             filename[len(self.root) :].lstrip(os.sep)
             if filename.startswith(self.root)
             else filename
         )
+
+
+def _credit_bound_names(recorder: Recorder) -> None:
+    """Credit a module-level name bound to a called function defined under another name.
+
+    E.g. `batched = _batched` on Python versions where that branch runs: a test calling
+    `batched` calls the public name, whatever the `def` said.
+    """
+    for module in list(sys.modules.values()):
+        path = os.path.realpath(getattr(module, "__file__", None) or "")
+        if path not in recorder.sources:
+            continue
+        for name, value in list(vars(module).items()):
+            code = getattr(value, "__code__", None)
+            if code is None or code.co_filename not in recorder.sources:
+                continue
+            caller = recorder.called.get((recorder.rel(code.co_filename), code.co_qualname))
+            if caller is not None and name != code.co_qualname:
+                recorder.called.setdefault((recorder.rel(path), name), caller)
 
 
 def _docs_doctests(root: Path, files: list[str]) -> None:
@@ -141,6 +161,7 @@ def main() -> None:
     finally:
         sys.setprofile(None)
         threading.setprofile(None)
+    _credit_bound_names(recorder)
     called = [{"file": f, "qualname": q, "caller": c} for (f, q), c in recorder.called.items()]
     out.write_text(json.dumps({"pytest_exit": int(code), "called": called}, indent=1))
 

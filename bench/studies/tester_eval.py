@@ -28,7 +28,8 @@ untested. The tester's full verdict is read back from the run's tool results wit
 `tester.assess` (the answer shows the top of the list and counts the rest). A tester without
 `assess` (the one before issue 19) is read from its answer's "Coverage by name" list instead.
 Each proposed file is written into a scratch copy of the package and run with pytest; a test
-function counts as green when it passes, skeletons (`pytest.skip`) are counted apart. The answer
+function counts as green when it passes (20 s at most each, pytest-timeout), skeletons
+(`pytest.skip`) are counted apart. The answer
 size is the UTF-8 length of the whole answer.
 """
 
@@ -84,6 +85,9 @@ class Score:
     said_untested: int
     recall: float
     precision: float
+    recall_top: float
+    """The same, over module-level functions and classes only (all the old tester reported)."""
+    precision_top: float
     proposed: int
     green: int
     failed: int
@@ -94,7 +98,7 @@ class Score:
 def ground_truth(name: str, cache: Path) -> set[tuple[str, str]]:
     """(path, qualname) of every package function or class the test code calls."""
     spec = SPECS[name]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(TRUTH_SCRIPT.read_bytes() + json.dumps(spec).encode())
     for path in sorted((FIXTURES / name).rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(FIXTURES)).encode() + path.read_bytes())
@@ -179,9 +183,10 @@ def run_proposals(name: str, answer: str) -> tuple[int, int, int, int]:
         report = Path(scratch) / "report.xml"
         env_path = ":".join(str(copy / p) for p in spec.get("sys_path", ["."]))
         subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=20",
              f"--junitxml={report}", "--rootdir", str(copy), *paths],
             cwd=copy,
+            stdin=subprocess.DEVNULL,
             env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -198,6 +203,14 @@ def run_proposals(name: str, answer: str) -> tuple[int, int, int, int]:
     return proposed, proposed - failed - skipped, failed, skipped
 
 
+def _rates(truly: set[tuple[str, str]], said: set[tuple[str, str]]) -> tuple[float, float]:
+    """(recall, precision) of "untested"."""
+    hits = len(truly & said)
+    return round(hits / len(truly), 3) if truly else 1.0, round(
+        hits / len(said), 3
+    ) if said else 1.0
+
+
 def evaluate(name: str, cache: Path) -> Score:
     units = universe(name)
     called = ground_truth(name, cache)
@@ -206,14 +219,13 @@ def evaluate(name: str, cache: Path) -> Score:
     if said is None:
         said = said_untested_from_text(answer, units)
     said &= {(u.path, u.qualname) for u in units}
-    hits = len(truly & said)
+    top = {(u.path, u.qualname) for u in units if u.kind in ("function", "class")}
     proposed, green, failed, skipped = run_proposals(name, answer)
     package = FIXTURES / name / SPECS[name]["package_dir"]
     lines = sum(len(p.read_text("utf-8").splitlines()) for p in package.rglob("*.py"))
     return Score(
         name, lines, len(units), len(truly), len(said),
-        round(hits / len(truly), 3) if truly else 1.0,
-        round(hits / len(said), 3) if said else 1.0,
+        *_rates(truly, said), *_rates(truly & top, said & top),
         proposed, green, failed, skipped, len(answer.encode()),
     )  # fmt: skip
 
@@ -225,15 +237,18 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "tester-eval")
     args = parser.parse_args()
     scores = [evaluate(name, args.cache) for name in ([args.only] if args.only else SPECS)]
-    print("| package | lines | names | untested (truth) | said untested | recall | precision "
-          "| proposed | green | failed | skeletons | answer |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| package | lines | names | untested (truth) | said untested | recall | precision "
+        "| top-level recall / precision | proposed | green | failed | skeletons | answer |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for s in scores:
         real = s.proposed - s.skeletons
         rate = f" ({s.green / real:.0%} of {real})" if real else ""
         print(
             f"| {s.package} | {s.source_lines} | {s.names} | {s.truly_untested} | "
-            f"{s.said_untested} | {s.recall:.1%} | {s.precision:.1%} | {s.proposed} | "
+            f"{s.said_untested} | {s.recall:.1%} | {s.precision:.1%} | "
+            f"{s.recall_top:.1%} / {s.precision_top:.1%} | {s.proposed} | "
             f"{s.green}{rate} | {s.failed} | {s.skeletons} | {s.answer_bytes / 1024:.1f} KB |"
         )
     if args.json:

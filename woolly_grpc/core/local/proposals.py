@@ -14,21 +14,16 @@ import re
 from dataclasses import dataclass
 
 from .catalog import Catalog, Unit
+from .conditions import SAMPLES, holds, violating
 from .doctests import docstring_examples
 
 _BUILTINS = frozenset(dir(builtins))
-_BY_HINT = {
-    "int": "3", "float": "1.5", "str": '"text"', "bytes": 'b"data"', "bool": "True",
-    "list": "[1, 2, 3]", "tuple": "(1, 2, 3)", "dict": '{"a": 1}', "set": "{1, 2}",
-    "Iterable": "[1, 2, 3]", "Sequence": "[1, 2, 3]", "Callable": "len",
-}  # fmt: skip
 _BY_NAME = [
     (re.compile(r"^(n|k|size|count|num|length|width|limit|max\w*|min\w*|index|step)$"), "3"),
     (re.compile(r"^(s|text|string|name|prefix|suffix|sep|delim\w*|char\w*)$"), '"text"'),
     (re.compile(r"^(iterable|it|seq|sequence|items|values|data|\w+s)$"), "[1, 2, 3]"),
     (re.compile(r"^(func|function|fn|key|pred\w*|callback)$"), "len"),
 ]
-_EMPTY = {"int": "0", "float": "0.0", "str": '""', "bytes": 'b""', "list": "[]", "dict": "{}"}
 
 
 @dataclass(frozen=True)
@@ -97,20 +92,30 @@ def _from_guards(catalog: Catalog, unit: Unit, stem: str) -> list[Case]:
         return []
     node, call_name = callee
     static = any(ast.unparse(d) == "staticmethod" for d in node.decorator_list)
-    base = _arguments(node.args, skip_first=unit.kind in ("method", "class") and not static)
-    if base is None:
-        return []
-    every = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
-    params = {a.arg for a in every}
+    skip = unit.kind in ("method", "class") and not static
+    # The checks come first, so a parameter nothing hints at may be None: it is not used yet.
+    base = _arguments(node.args, skip, loose=True) or {}
+    defaults = _defaults(node.args)
     generator = any(isinstance(n, ast.Yield | ast.YieldFrom) for n in ast.walk(node))
-    cases = []
-    for guard, error, outcome in _guards(node)[:2]:
-        args = _violating(guard, dict(base), params)
-        if args is None or (generator and error is None):
+    guards = _guards(node)
+    cases: list[Case] = []
+    for index, (guard, error, outcome) in enumerate(guards):
+        args = violating(guard, dict(base), set(defaults) | {k.lstrip("*") for k in base})
+        usable = bool(error) if error is not None else bool(outcome) and not generator
+        if args is None or not usable or len(cases) == 2:
             continue
+        values = {**defaults, **{k.lstrip("*"): v for k, v in args.items()}}
+        if holds(guard, values) is not True or any(
+            holds(g, values) is not False for g, _, _ in guards[:index]
+        ):
+            continue  # an earlier check would fire first, or this one may not
         call = f"{call_name}({_join(args)})"
         if error is not None and not _importable(catalog, unit.module, error):
             continue
+        if outcome.startswith("="):  # `return <argument>`
+            if outcome[1:] not in values or values[outcome[1:]] in ("object()", "len"):
+                continue
+            outcome = values[outcome[1:]]
         cases.append(_case(unit, stem, guard, error, outcome, call, generator))
     return cases
 
@@ -144,7 +149,7 @@ def _case(
 ) -> Case:
     """One test: the call meets `guard`, so it raises `error` or returns `outcome`."""
     names = {unit.qualname.split(".")[0]}
-    if error is None:
+    if error is None:  # an early `return <literal>`
         name = f"test_{stem}_returns_early_when_{_words(guard)}"
         check = "is" if outcome in ("None", "True", "False") else "=="
         text = f"def {name}() -> None:\n    assert {call} {check} {outcome}\n"
@@ -165,64 +170,50 @@ def _guards(
     """
     found: list[tuple[ast.expr, str | None, str]] = []
     body = node.body[1:] if ast.get_docstring(node) is not None else node.body
-    for stmt in body[:6]:
+    for stmt in body[:6]:  # only the leading checks: after them, arguments may have changed
         if not (isinstance(stmt, ast.If) and len(stmt.body) == 1 and not stmt.orelse):
-            if isinstance(stmt, ast.If | ast.For | ast.While | ast.With | ast.Try):
-                break  # past the first compound statement, arguments may have changed
-            continue
+            break
         first = stmt.body[0]
         if isinstance(first, ast.Raise) and isinstance(first.exc, ast.Call):
-            if isinstance(first.exc.func, ast.Name):
-                found.append((stmt.test, first.exc.func.id, _message(first.exc)))
+            name = first.exc.func.id if isinstance(first.exc.func, ast.Name) else ""
+            found.append((stmt.test, name, _message(first.exc)))
+        elif isinstance(first, ast.Return) and isinstance(first.value, ast.Name):
+            found.append((stmt.test, None, f"={first.value.id}"))  # gives an argument back
         elif isinstance(first, ast.Return) and first.value is not None:
-            literal = _literal(ast.unparse(first.value))
-            if literal is not None:
-                found.append((stmt.test, None, literal))
+            found.append((stmt.test, None, _literal(ast.unparse(first.value)) or ""))
+        else:
+            break
+    # Every check is kept (so later ones know what comes first); unusable outcomes are "".
     return found
 
 
-def _violating(test: ast.expr, args: dict[str, str], params: set[str]) -> dict[str, str] | None:
-    """The arguments with one set so that `test` holds, or None when that is unclear."""
-    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
-        return next((a for v in test.values if (a := _violating(v, dict(args), params))), None)
-    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        inner = test.operand
-        if isinstance(inner, ast.Name) and inner.id in args:
-            return {**args, inner.id: _falsy(args[inner.id])}
-        if _is_call(inner, "isinstance") or _is_call(inner, "callable"):
-            name = inner.args[0]  # type: ignore[attr-defined]
-            if isinstance(name, ast.Name) and name.id in params:
-                return _set(args, name.id, "object()")
-        return None
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
-        return None
-    left, op, right = test.left, test.ops[0], test.comparators[0]
-    if not (isinstance(left, ast.Name) and left.id in params and isinstance(right, ast.Constant)):
-        return None
-    value = right.value
-    if isinstance(op, ast.Is | ast.Eq) and (value is None or isinstance(value, int | str)):
-        return _set(args, left.id, repr(value))
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        shifted = {ast.Lt: value - 1, ast.LtE: value - 1, ast.Gt: value + 1, ast.GtE: value + 1}
-        if type(op) in shifted:
-            return _set(args, left.id, repr(shifted[type(op)]))
-    return None
+def _defaults(args: ast.arguments) -> dict[str, str]:
+    """The literal default values of the parameters that have one."""
+    positional = [*args.posonlyargs, *args.args]
+    pairs = list(
+        zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+    )
+    pairs += [
+        (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    ]
+    found = {}
+    for arg, default in pairs:
+        literal = _literal(ast.unparse(default))
+        found[arg.arg] = literal if literal is not None else "object()"
+    return found
 
 
-def _set(args: dict[str, str], name: str, value: str) -> dict[str, str]:
-    """`args` with parameter `name` given `value`: in place if required, else by keyword."""
-    key = name if name in args else f"*{name}"
-    return {**args, key: value}
+def _arguments(args: ast.arguments, skip_first: bool, loose: bool = False) -> dict[str, str] | None:
+    """Values for the required parameters (defaults stay); None when one cannot be guessed.
 
-
-def _arguments(args: ast.arguments, skip_first: bool) -> dict[str, str] | None:
-    """Values for the required parameters (defaults stay); None when one cannot be guessed."""
+    `loose` gives None to a parameter nothing hints at instead.
+    """
     positional = [*args.posonlyargs, *args.args][1 if skip_first else 0 :]
     required = positional[: len(positional) - len(args.defaults)] if args.defaults else positional
     keywords = [a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
     values: dict[str, str] = {}
     for arg in [*required, *keywords]:
-        value = _sample(arg)
+        value = _sample(arg) or ("None" if loose else None)
         if value is None:
             return None
         values[("*" if arg in keywords else "") + arg.arg] = value
@@ -232,8 +223,8 @@ def _arguments(args: ast.arguments, skip_first: bool) -> dict[str, str] | None:
 def _sample(arg: ast.arg) -> str | None:
     if arg.annotation is not None:
         hint = ast.unparse(arg.annotation).split("[")[0].split("|")[0].strip().split(".")[-1]
-        if hint in _BY_HINT:
-            return _BY_HINT[hint]
+        if hint in SAMPLES:
+            return SAMPLES[hint]
     return next((value for pattern, value in _BY_NAME if pattern.match(arg.arg)), None)
 
 
@@ -288,15 +279,6 @@ def _message(call: ast.Call) -> str:
         text = words.group(0).strip() if words else ""
         return text[:40] if len(text) >= 6 else ""
     return ""
-
-
-def _falsy(value: str) -> str:
-    kind = {"3": "int", "1.5": "float", '"text"': "str", "[1, 2, 3]": "list"}.get(value, "")
-    return _EMPTY.get(kind, "None")
-
-
-def _is_call(node: ast.expr, name: str) -> bool:
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
 
 
 def _join(args: dict[str, str] | None) -> str:

@@ -17,7 +17,7 @@ from .proposals import Case, propose, skeleton
 _MAX_CASES = 12
 _MAX_SKELETONS = 3
 _MAX_FILES = 4
-_LOOK_AT = 80
+_LOOK_AT = 400
 """How far down the ranked list to look for names the code itself says how to test."""
 
 
