@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 _TEST_DIRS = frozenset({"tests", "test", "testing"})
@@ -120,8 +120,8 @@ def _credit_bound_names(recorder: Recorder) -> None:
         if path not in recorder.sources:
             continue
         for name, value in list(vars(module).items()):
-            code = getattr(value, "__code__", None)
-            if code is None or code.co_filename not in recorder.sources:
+            code = getattr(value, "__code__", None) if callable(value) else None
+            if not isinstance(code, CodeType) or code.co_filename not in recorder.sources:
                 continue
             caller = recorder.called.get((recorder.rel(code.co_filename), code.co_qualname))
             if caller is not None and name != code.co_qualname:

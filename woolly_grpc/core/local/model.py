@@ -45,6 +45,7 @@ _STOPWORDS = frozenset(
 )
 _MAX_OUTLINES = 30
 _MAX_TURNS = 8
+_MAX_READ_ONS = 8
 """The tester reads long files on, one 64 KiB window a turn; the answer comes by this turn."""
 
 
@@ -200,7 +201,7 @@ def _read_on(ev: Evidence) -> list[_Call]:
     return [
         ("read_file", {"path": path, "start_line": line, "max_lines": 20000})
         for path, line in ev.unfinished_reads()
-    ]
+    ][:_MAX_READ_ONS]
 
 
 def _entry_first(call: _Call) -> tuple[bool, int, str]:

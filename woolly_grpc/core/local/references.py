@@ -10,14 +10,13 @@ across files for mixins), loop and `parametrize` variables. Then every name, att
 from __future__ import annotations
 
 import ast
-import io
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .catalog import Catalog, Instance, Key, Target, Unit, dotted, resolve_relative
 from .evidence import module_name
+from .naming import by_parametrize_strings, by_receiver, by_test_names
 
 
 @dataclass(frozen=True)
@@ -265,79 +264,17 @@ class _Binder:
             elif isinstance(node, ast.Call) and dotted(node.func) == ["getattr"]:
                 for unit in _units(self._getattr(node)):
                     yield unit, Reference(path, node.lineno, "`getattr` with its name")
-        yield from self._by_receiver(unresolved, in_play)
-        yield from self._by_parametrize_strings(tree)
-        yield from self._by_test_names(tree)
+        modules = {v for values in self.env.values() for v in values if isinstance(v, str)}
+        for unit, line, how in [
+            *by_receiver(self.catalog, unresolved, in_play),
+            *by_parametrize_strings(self.catalog, tree, modules),
+        ]:
+            yield unit, Reference(path, line, how)
+        for unit, line, how in by_test_names(self.catalog, path, tree, modules | set(self.stars)):
+            yield unit, Reference(path, line, how, weak=True)
         for unit, line in self.imported:
             yield unit, Reference(path, line, "imported", weak=True)
-
-    def _by_receiver(
-        self, nodes: list[ast.Attribute], in_play: set[Unit]
-    ) -> Iterable[tuple[Unit, Reference]]:
-        """`x.method()` where `x` is unknown: a method of a class this file works with."""
-        classes = [u for u in in_play if u.kind == "class"]
-        for node in nodes:
-            if node.attr in _BUILTIN_METHODS:
-                continue
-            for cls in classes:
-                for unit in self.catalog.attribute(cls, node.attr):
-                    how = f"`.{node.attr}` on what is likely a `{cls.qualname}`"
-                    yield unit, Reference(self.code.path, node.lineno, how)
-
-    def _by_parametrize_strings(self, tree: ast.Module) -> Iterable[tuple[Unit, Reference]]:
-        modules = {v for values in self.env.values() for v in values if isinstance(v, str)}
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and "parametrize" in ast.unparse(node.func)):
-                continue
-            table = ast.Module(body=[ast.Expr(a) for a in node.args[1:]], type_ignores=[])
-            for const in ast.walk(table):
-                if isinstance(const, ast.Constant) and isinstance(const.value, str):
-                    for module in modules:
-                        for unit in _units(self.catalog.attr(module, const.value)):
-                            how = f'"{const.value}" in a parametrize table'
-                            yield unit, Reference(self.code.path, const.lineno, how)
-
-    def _by_test_names(self, tree: ast.Module) -> Iterable[tuple[Unit, Reference]]:
-        """`test_slugify` or `SlugifyTests`, in a file about the module.
-
-        That is a file that imports the module or is named after it.
-        """
-        stem = self.code.path.rsplit("/", 1)[-1].removesuffix(".py")
-        named = stem.removeprefix("test_").removesuffix("_test")
-        modules = {v for values in self.env.values() for v in values if isinstance(v, str)}
-        modules |= {m for m in self.catalog.modules if m.rsplit(".", 1)[-1] == named}
-        modules |= set(self.stars)
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                continue
-            for word in _subjects(node.name):
-                for module in modules:
-                    for unit in _units(self.catalog.attr(module, word)):
-                        if unit.kind in ("function", "class"):
-                            how = f"test named `{node.name}`"
-                            yield unit, Reference(self.code.path, node.lineno, how, weak=True)
-
-
-_BUILTIN_METHODS = frozenset(
-    name
-    for kind in (dict, list, set, str, bytes, io.BytesIO, io.StringIO, object)
-    for name in dir(kind)
-)
-"""Method names too common to pin on a package class without knowing the receiver."""
 
 
 def _units(values: Iterable[Value]) -> list[Unit]:
     return [v for v in values if isinstance(v, Unit)]
-
-
-def _subjects(name: str) -> list[str]:
-    """The names a test's name may be about: `test_slugify_unicode` -> slugify_unicode, slugify."""
-    if name.startswith("test_"):
-        words = name[5:].split("_")
-    elif name.startswith("Test") or name.endswith(("Test", "Tests")):
-        core = re.sub(r"^Test|Tests?$", "", name)
-        snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", core).lower()
-        return [core, snake] if core else []
-    else:
-        return []
-    return ["_".join(words[:n]) for n in range(len(words), 0, -1) if words[n - 1]]

@@ -50,7 +50,9 @@ def planned_reads(files: list[str]) -> list[str]:
         for p in files
         if p.endswith((".rst", ".md")) and (p.startswith(("docs/", "doc/")) or "/" not in p)
     ]
-    return sources[:120] + tests[:80] + configs + sorted(docs, key=lambda p: p.count("/"))[:12]
+    # At most ~140 reads: with list_files and a few read-ons that stays under the service's
+    # default limit of 200 tool calls a run.
+    return sources[:80] + tests[:50] + configs[:6] + sorted(docs, key=lambda p: p.count("/"))[:6]
 
 
 @dataclass
@@ -154,8 +156,10 @@ def _untested_section(found: Assessment) -> str:
     rest = [u for u in untested if u.path not in {s.path for s in shown}]
     if rest:
         counts = {p: sum(u.path == p for u in rest) for p in dict.fromkeys(u.path for u in rest)}
-        where = ", ".join(f"`{p}` ({n})" for p, n in counts.items())
-        lines.append(f"\n… and {len(rest)} more in {plural(len(counts), 'other module')}: {where}.")
+        where = ", ".join(f"`{p}` ({n})" for p, n in list(counts.items())[:10])
+        more = ", …" if len(counts) > 10 else ""
+        modules = plural(len(counts), "other module")
+        lines.append(f"\n… and {len(rest)} more in {modules}: {where}{more}.")
     if found.apart:
         errors = sum(u.is_exception for u in found.apart)
         kinds = [f"{errors} exception {'class' if errors == 1 else 'classes'}"] if errors else []
