@@ -43,6 +43,15 @@ def opaque(a, b):
     return a.combine(b)
 
 
+def throw(exception, *args):
+    raise exception(*args)
+
+
+class Shape:
+    def area(self):
+        raise NotImplementedError("subclasses say")
+
+
 class Box:
     def __init__(self, size=1):
         if size <= 0:
@@ -122,6 +131,23 @@ def test_classes_are_checked_through_their_constructor() -> None:
     assert cases("Box.grow") == {}  # `return self` is no literal
 
 
+def test_unconditional_raises_are_tested_too() -> None:
+    assert cases("throw") == {
+        "test_throw_raises_value_error": "def test_throw_raises_value_error() -> None:\n"
+        "    with pytest.raises(ValueError):\n        throw(ValueError)\n"
+    }
+    area = cases("Shape.area")
+    assert list(area) == ["test_shape_area_raises_not_implemented_error"]
+    assert (
+        'pytest.raises(NotImplementedError, match="subclasses say")'
+        in area["test_shape_area_raises_not_implemented_error"]
+    )
+    assert run("\n".join([*cases("throw").values(), *area.values()]), *cases("throw"), *area) == [
+        "passed",
+        "passed",
+    ]
+
+
 def test_nothing_known_gives_a_marked_skeleton() -> None:
     cat = catalog()
     unit = next(u for u in cat.public() if u.qualname == "opaque")
@@ -148,7 +174,7 @@ def test_proposed_files_parse_and_import_only_names_the_module_has() -> None:
     _, text, kinds = files[0]
     tree = ast.parse(text)
     imported = [a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names]
-    assert imported == ["Box", "label", "scale"]
+    assert imported == ["Box", "Shape", "label", "scale", "throw"]
     assert "skeleton" in kinds and "raises" in kinds and "example" in kinds
     names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     outcomes = run(text, *names)

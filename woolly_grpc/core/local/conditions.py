@@ -35,11 +35,13 @@ def violating(test: ast.expr, args: dict[str, str], params: set[str]) -> dict[st
         return next((a for v in test.values if (a := violating(v, dict(args), params))), None)
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         return _negated(test.operand, args, params)
+    if isinstance(test, ast.Constant) and test.value is True:
+        return args
     if _is_call(test, "isinstance") and isinstance(test, ast.Call) and len(test.args) == 2:
         subject, kind = test.args
         sample = SAMPLES.get(ast.unparse(kind))
         if isinstance(subject, ast.Name) and subject.id in params and sample:
-            return _set(args, subject.id, sample)
+            return set_argument(args, subject.id, sample)
         return None
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
         return None
@@ -48,11 +50,11 @@ def violating(test: ast.expr, args: dict[str, str], params: set[str]) -> dict[st
         return None
     value = right.value
     if isinstance(op, ast.Is | ast.Eq) and (value is None or isinstance(value, int | str)):
-        return _set(args, left.id, repr(value))
+        return set_argument(args, left.id, repr(value))
     if isinstance(value, int | float) and not isinstance(value, bool):
         shifted = {ast.Lt: value - 1, ast.LtE: value, ast.Gt: value + 1, ast.GtE: value}  # edges
         if type(op) in shifted:
-            return _set(args, left.id, repr(shifted[type(op)]))
+            return set_argument(args, left.id, repr(shifted[type(op)]))
     return None
 
 
@@ -96,7 +98,7 @@ def _python(expr: ast.expr, values: dict[str, str]) -> object:
     raise ValueError("not a check this can evaluate")
 
 
-def _set(args: dict[str, str], name: str, value: str) -> dict[str, str]:
+def set_argument(args: dict[str, str], name: str, value: str) -> dict[str, str]:
     """`args` with parameter `name` given `value`: in place if required, else by keyword."""
     key = name if name in args else f"*{name}"
     return {**args, key: value}
@@ -105,11 +107,11 @@ def _set(args: dict[str, str], name: str, value: str) -> dict[str, str]:
 def _negated(inner: ast.expr, args: dict[str, str], params: set[str]) -> dict[str, str] | None:
     """The arguments with one set so that `not inner` holds."""
     if isinstance(inner, ast.Name) and inner.id in params:
-        return _set(args, inner.id, _falsy(args.get(inner.id, "")))
+        return set_argument(args, inner.id, _falsy(args.get(inner.id, "")))
     if _is_call(inner, "isinstance") or _is_call(inner, "callable"):  # any other object
         name = inner.args[0]  # type: ignore[attr-defined]
         if isinstance(name, ast.Name) and name.id in params:
-            return _set(args, name.id, "object()")
+            return set_argument(args, name.id, "object()")
     return None
 
 

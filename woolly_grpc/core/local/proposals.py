@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from .catalog import Catalog, Unit
-from .conditions import SAMPLES, holds, violating
+from .conditions import SAMPLES, holds, set_argument, violating
 from .doctests import docstring_examples
 
 _BUILTINS = frozenset(dir(builtins))
@@ -48,7 +48,10 @@ def skeleton(unit: Unit) -> Case:
     """A test to write by hand, skipped until then, with a call built from the signature."""
     stem = _snake(unit.qualname.replace(".", "_"))
     note = f"write me: what `{unit.qualname}` should do (its code does not say)"
-    args = None if isinstance(unit.node, ast.ClassDef) else _arguments(unit.node.args, False)
+    node = unit.node
+    static = any(ast.unparse(d) == "staticmethod" for d in node.decorator_list)
+    first = unit.kind in ("method", "property") and not static  # `self` or `cls`
+    args = None if isinstance(node, ast.ClassDef) else _arguments(node.args, first)
     hint = f"    # e.g. {unit.name}({_join(args)})\n" if args is not None else ""
     text = f'def test_{stem}() -> None:\n{hint}    pytest.skip("{note}")\n'
     return Case(f"test_{stem}", text, frozenset(), "skeleton")
@@ -110,6 +113,9 @@ def _from_guards(catalog: Catalog, unit: Unit, stem: str) -> list[Case]:
         ):
             continue  # an earlier check would fire first, or this one may not
         call = f"{call_name}({_join(args)})"
+        if error and error in values:  # `raise exception(...)` of a parameter: pass one
+            args, error = set_argument(args, error, "ValueError"), "ValueError"
+            call = f"{call_name}({_join(args)})"
         if error is not None and not _importable(catalog, unit.module, error):
             continue
         if outcome.startswith("="):  # `return <argument>`
@@ -156,7 +162,8 @@ def _case(
         return Case(name, text, frozenset(names), "returns")
     call = f"list({call})" if gen else call
     match = f', match="{outcome}"' if outcome else ""
-    name = f"test_{stem}_raises_{_snake(error)}_when_{_words(guard)}"
+    when = "" if isinstance(guard, ast.Constant) else f"_when_{_words(guard)}"
+    name = f"test_{stem}_raises_{_snake(error)}{when}"
     text = f"def {name}() -> None:\n    with pytest.raises({error}{match}):\n        {call}\n"
     return Case(name, text, frozenset(names | ({error} - _BUILTINS)), "raises")
 
@@ -171,12 +178,14 @@ def _guards(
     found: list[tuple[ast.expr, str | None, str]] = []
     body = node.body[1:] if ast.get_docstring(node) is not None else node.body
     for stmt in body[:6]:  # only the leading checks: after them, arguments may have changed
+        if isinstance(stmt, ast.Raise):  # raises whatever the arguments (e.g. abstract methods)
+            found.append((ast.Constant(True), *_raised(stmt)))
+            break
         if not (isinstance(stmt, ast.If) and len(stmt.body) == 1 and not stmt.orelse):
             break
         first = stmt.body[0]
-        if isinstance(first, ast.Raise) and isinstance(first.exc, ast.Call):
-            name = first.exc.func.id if isinstance(first.exc.func, ast.Name) else ""
-            found.append((stmt.test, name, _message(first.exc)))
+        if isinstance(first, ast.Raise):
+            found.append((stmt.test, *_raised(first)))
         elif isinstance(first, ast.Return) and isinstance(first.value, ast.Name):
             found.append((stmt.test, None, f"={first.value.id}"))  # gives an argument back
         elif isinstance(first, ast.Return) and first.value is not None:
@@ -185,6 +194,14 @@ def _guards(
             break
     # Every check is kept (so later ones know what comes first); unusable outcomes are "".
     return found
+
+
+def _raised(stmt: ast.Raise) -> tuple[str, str]:
+    """The name of the exception a `raise` raises ("" when not a plain name) and its message."""
+    exc = stmt.exc
+    if isinstance(exc, ast.Call):
+        return (exc.func.id if isinstance(exc.func, ast.Name) else ""), _message(exc)
+    return (exc.id if isinstance(exc, ast.Name) else ""), ""
 
 
 def _defaults(args: ast.arguments) -> dict[str, str]:
@@ -266,7 +283,9 @@ def _literal(text: str) -> str | None:
         value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
-    return repr(value)
+    text = repr(value)
+    plain = isinstance(value, str) and not any(c in text for c in '"\\')
+    return f'"{value}"' if plain else text  # the quotes ruff's formatter would write
 
 
 def _message(call: ast.Call) -> str:
