@@ -170,9 +170,10 @@ async def test_tester_proposes_tests_for_untested_names_only() -> None:
     # tested already (tests/test_core.py calls them); `divide` only appears there in a string
     assert "add_numbers" not in core and "process_batch" not in core
     assert (
-        "- `calculator/core.py`: `add_numbers` test_core.py:8; `subtract` test_core.py:12" in text
+        "- `calculator/core.py`: test_core.py `add_numbers` 8, `subtract` 12, `process_batch` 16\n"
+        in text
     )
-    assert "- `divide` (function, line 26, 5 lines, named 1 times elsewhere" in text
+    assert "- `divide` (function, line 26, 5 lines, named 2 times elsewhere" in text
     assert "Set apart, not counted: 1 entry point (`main`)." in text
     for body in files.values():
         tree = ast.parse(body)
@@ -200,6 +201,30 @@ async def test_the_tester_proposals_run(monkeypatch: pytest.MonkeyPatch) -> None
     assert outcomes.count("passed") == 1 and outcomes.count("skipped") >= 2
     for module in [m for m in sys.modules if m.split(".")[0] == "calculator"]:
         monkeypatch.delitem(sys.modules, module)
+
+
+async def test_the_tester_on_a_real_package_stays_short() -> None:
+    """boltons 26.2.0 (17,000 lines, vendored with its tests): a ranked, bounded answer."""
+    deps = RepoDeps("boltons", resolve_repository(REPOS.parent / "pypi", "boltons"))
+    result = await AGENT.run(
+        prompt("Which names need tests?", "boltons"),
+        deps=deps,
+        model=local_model(AgentType.TESTER),
+        toolsets=[REPOSITORY_TOOLSET],
+    )
+    text = result.output
+    assert len(text.encode()) <= 12 * 1024
+    assert "## Untested, most important first" in text and "more in this module" in text
+    assert "Set apart, not counted: 14 exception classes and 2 entry points" in text
+    # `omd = OMD(...)` (an alias of the class) then `omd.add(...)` counts for the method
+    assert "- `boltons/dictutils.py`: test_dictutils.py `OrderedMultiDict` 16, " in text
+    assert ", `OrderedMultiDict.add` 243, " in text
+    shaped = shape(AgentType.TESTER, text, [])
+    assert shaped.test_files and len(shaped.test_files) <= 4
+    for test_file in shaped.test_files:
+        ast.parse(test_file.content)
+        assert "assert isinstance" not in test_file.content
+        assert "is not None" not in test_file.content
 
 
 async def test_documentation_lists_signatures_and_undocumented_names() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -27,6 +28,12 @@ _EXCEPTIONS = frozenset(
     n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
     and issubclass(getattr(builtins, n), BaseException)
 )  # fmt: skip
+BUILTIN_METHODS = frozenset(
+    name
+    for kind in (dict, list, set, str, bytes, io.BytesIO, io.StringIO, object)
+    for name in dir(kind)
+)
+"""Method names too common to pin on a package class without knowing the receiver."""
 _ERROR_NAME = re.compile(r"(Error|Exception|Warning|Exit)$")
 _SCRIPT = re.compile(r"""^\s*[\w.-]+\s*=\s*["']([\w.]+):([\w.]+)["']""", re.MULTILINE)
 
@@ -280,8 +287,8 @@ def _mark(catalog: Catalog, config: str) -> None:
         for node in ast.walk(module.tree):
             if isinstance(node, ast.Name):
                 counts[node.id] += 1
-            elif isinstance(node, ast.Attribute):
-                counts[node.attr] += 1
+            elif isinstance(node, ast.Attribute) and node.attr not in BUILTIN_METHODS:
+                counts[node.attr] += 1  # `x.replace(...)` says nothing: str has one too
     for unit in catalog.units.values():
         unit.fan_in = counts[unit.name]
 

@@ -7,21 +7,13 @@ table, and a test named after what it tests (`test_slugify`, `SlugifyTests`).
 from __future__ import annotations
 
 import ast
-import io
 import re
 from collections.abc import Iterable
 
-from .catalog import Catalog, Unit
+from .catalog import BUILTIN_METHODS, Catalog, Unit
 
 Found = tuple[Unit, int, str]
 """A unit, the line that names it, and how."""
-
-_BUILTIN_METHODS = frozenset(
-    name
-    for kind in (dict, list, set, str, bytes, io.BytesIO, io.StringIO, object)
-    for name in dir(kind)
-)
-"""Method names too common to pin on a package class without knowing the receiver."""
 
 
 def by_receiver(
@@ -30,7 +22,7 @@ def by_receiver(
     """`x.method()` where `x` is unknown: a method of a class this file works with."""
     classes = [u for u in in_play if u.kind == "class"]
     for node in nodes:
-        if node.attr in _BUILTIN_METHODS:
+        if node.attr in BUILTIN_METHODS:
             continue
         for cls in classes:
             for unit in catalog.attribute(cls, node.attr):

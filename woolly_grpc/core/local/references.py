@@ -65,11 +65,14 @@ def find_references(catalog: Catalog, pieces: list[Code]) -> dict[Key, Reference
             # A method called counts for its class too (an object of it was at hand).
             for credited in [unit] + ([owner] if owner and not ref.weak else []):
                 old = found.get(credited.key)
-                if credited.public and (
-                    old is None or (old.weak, old.path, old.line) > (ref.weak, ref.path, ref.line)
-                ):
+                if credited.public and (old is None or _rank(old) > _rank(ref)):
                     found[credited.key] = ref
     return found
+
+
+def _rank(ref: Reference) -> tuple[bool, bool, str, int]:
+    """Which reference to show: strong before weak, test code before doctests, then first."""
+    return ref.weak, ref.how.startswith("doctest"), ref.path, ref.line
 
 
 class _Binder:

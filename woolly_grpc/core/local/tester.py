@@ -16,7 +16,7 @@ from woolly_grpc.core.tools import is_test_path
 from .catalog import Catalog, Key, Unit, build_catalog
 from .doctests import docstring_examples, examples, runs_doctests, setup_blocks, snippet
 from .evidence import Evidence
-from .markdown import Answer, clip, plural
+from .markdown import Answer, plural
 from .references import Code, Reference, find_references
 from .testfiles import proposed_files
 
@@ -25,7 +25,12 @@ _CONFIGS = ("pyproject.toml", "setup.cfg", "tox.ini", "pytest.ini", "noxfile.py"
 _TEST_DIRS = frozenset({"tests", "test", "testing"})
 _KIND_WEIGHT = {"function": 1.0, "class": 1.0, "method": 0.6, "property": 0.3}
 _SHOWN_UNTESTED = 24
-_TESTED_BUDGET = 3000
+_TESTED_BUDGET = 4500
+_TAGS = {
+    "doctest": "doctest", "test named": "test name", "parametrize": "parametrize table",
+    "likely": "method, receiver inferred", "getattr": "getattr", "imported": "import only",
+}  # fmt: skip
+"""Short words for the references that are not a plain use or call in test code."""
 
 
 def is_test_code(path: str) -> bool:
@@ -173,12 +178,19 @@ def _tested_section(found: Assessment) -> str:
     tested = [u for u in found.scored if u.key in found.references]
     if not tested:
         return "## Tested\nNo public name is referred to by a test."
-    lines = ["## Tested, and the first line that shows it"]
+    lines = [
+        "## Tested, and the first line that shows it",
+        "By module, then by the file of the reference: `name` line (how, when not a plain use).",
+    ]
     size, left = 0, 0
     for path in dict.fromkeys(u.path for u in tested):
         here = [u for u in tested if u.path == path]
-        cells = [_evidence(u, found.references[u.key]) for u in here]
-        line = f"- `{path}`: " + "; ".join(cells)
+        by_file: dict[str, list[str]] = {}
+        for unit in here:
+            ref = found.references[unit.key]
+            by_file.setdefault(ref.path, []).append(_evidence(unit, ref))
+        groups = [f"{PurePosixPath(f).name} " + ", ".join(c) for f, c in by_file.items()]
+        line = f"- `{path}`: " + "; ".join(groups)
         if size + len(line) > _TESTED_BUDGET:
             left += len(here)
             continue
@@ -186,15 +198,12 @@ def _tested_section(found: Assessment) -> str:
         lines.append(line)
     if left:
         lines.append(f"- … and {left} more tested names in other modules (ask about one by name).")
-    how = "docstring examples run as tests" if found.doctests[0] else ""
-    return "\n".join(lines) + (f"\n\nAlso counted: {how}." if how else "")
+    return "\n".join(lines)
 
 
 def _evidence(unit: Unit, ref: Reference) -> str:
-    where = f"{PurePosixPath(ref.path).name}:{ref.line}"
-    return f"`{unit.qualname}` {where}" + (
-        "" if ref.how.startswith(("calls", "uses")) else f" ({clip(ref.how, 40)})"
-    )
+    tag = next((t for key, t in _TAGS.items() if key in ref.how), "")
+    return f"`{unit.qualname}` {ref.line}" + (f" ({tag})" if tag else "")
 
 
 def _code(units: list[Unit]) -> str:
@@ -203,12 +212,13 @@ def _code(units: list[Unit]) -> str:
 
 
 def _describe(unit: Unit) -> str:
-    calls = f", named {unit.fan_in - 1} times elsewhere in the package" if unit.fan_in > 1 else ""
+    others = unit.fan_in
+    calls = f", named {plural(others, 'time')} elsewhere in the package" if others > 0 else ""
     return f"`{unit.qualname}` ({unit.kind}, line {unit.node.lineno}, {unit.lines} lines{calls})"
 
 
 def _rank(unit: Unit) -> tuple[float, str, int]:
-    score = _KIND_WEIGHT[unit.kind] * (min(unit.lines, 80) + 6 * min(unit.fan_in - 1, 10))
+    score = _KIND_WEIGHT[unit.kind] * (min(unit.lines, 80) + 6 * min(unit.fan_in, 10))
     return -score, unit.path, unit.node.lineno
 
 
