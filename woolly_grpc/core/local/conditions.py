@@ -12,6 +12,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from woolly_grpc.core._outline import parse_python
+
 SAMPLES = {
     "int": "3", "float": "1.5", "str": '"text"', "bytes": 'b"data"', "bool": "True",
     "list": "[1, 2, 3]", "tuple": "(1, 2, 3)", "dict": '{"a": 1}', "set": "{1, 2}",
@@ -81,7 +83,7 @@ def _python(expr: ast.expr, values: dict[str, str]) -> object:
         return expr.value
     if isinstance(expr, ast.Name):
         text = values[expr.id]
-        return len if text == "len" else object() if text == "object()" else ast.literal_eval(text)
+        return len if text == "len" else object() if text == "object()" else literal_value(text)
     if isinstance(expr, ast.Compare) and len(expr.ops) == 1:
         left, right = _python(expr.left, values), _python(expr.comparators[0], values)
         return _COMPARE[type(expr.ops[0])](left, right)
@@ -102,6 +104,21 @@ def set_argument(args: dict[str, str], name: str, value: str) -> dict[str, str]:
     """`args` with parameter `name` given `value`: in place if required, else by keyword."""
     key = name if name in args else f"*{name}"
     return {**args, key: value}
+
+
+def literal_value(text: str) -> object:
+    """`ast.literal_eval` of `text`, parsed through `parse_python` (one thread at a time).
+
+    Raises:
+        ValueError: `text` is not one Python literal.
+    """
+    try:
+        body = parse_python(text.strip()).body
+    except (SyntaxError, MemoryError, RecursionError) as exc:
+        raise ValueError("not Python") from exc
+    if len(body) != 1 or not isinstance(body[0], ast.Expr):
+        raise ValueError("not one expression")
+    return ast.literal_eval(body[0].value)
 
 
 def _negated(inner: ast.expr, args: dict[str, str], params: set[str]) -> dict[str, str] | None:

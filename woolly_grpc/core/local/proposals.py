@@ -13,8 +13,10 @@ import builtins
 import re
 from dataclasses import dataclass
 
+from woolly_grpc.core._outline import parse_python
+
 from .catalog import Catalog, Unit
-from .conditions import SAMPLES, holds, set_argument, violating
+from .conditions import SAMPLES, holds, literal_value, set_argument, violating
 from .doctests import docstring_examples
 
 _BUILTINS = frozenset(dir(builtins))
@@ -64,7 +66,7 @@ def _from_examples(catalog: Catalog, unit: Unit, stem: str) -> list[Case]:
         if "doctest:" in example.source:
             continue
         try:
-            tree = ast.parse(example.source)
+            tree = parse_python(example.source)
         except SyntaxError:
             return []
         expected = _literal(example.want)
@@ -78,7 +80,7 @@ def _from_examples(catalog: Catalog, unit: Unit, stem: str) -> list[Case]:
     if not asserted:
         return []
     code = "\n".join(body)
-    names = _free_names(ast.parse(code))
+    names = _free_names(parse_python(code))
     if not all(_importable(catalog, unit.module, n) for n in names):
         return []
     text = f"def test_{stem}_docstring_examples() -> None:\n" + _indent(code)
@@ -280,8 +282,8 @@ def _literal(text: str) -> str | None:
     if not text.strip() or "..." in text:
         return None
     try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = literal_value(text)
+    except (ValueError, TypeError):
         return None
     text = repr(value)
     plain = isinstance(value, str) and not any(c in text for c in '"\\')
