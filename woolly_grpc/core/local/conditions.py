@@ -1,4 +1,4 @@
-"""The early checks of a function, read as conditions on its arguments.
+"""Argument values for proposed tests, and a function's early checks read as conditions on them.
 
 `violating` picks argument values that make a check true; `holds` tells whether a check is
 true for given values (so that an earlier check does not fire first). Values are Python source
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,13 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], object]] = {
     ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
     ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
 }  # fmt: skip
+_BY_NAME = [
+    (re.compile(r"^(n|k|size|count|num|length|width|limit|max\w*|min\w*|index|step)$"), "3"),
+    (re.compile(r"^(s|text|string|name|prefix|suffix|sep|delim\w*|char\w*)$"), '"text"'),
+    (re.compile(r"^(iterable|it|seq|sequence|items|values|data|\w+s)$"), "[1, 2, 3]"),
+    (re.compile(r"^(func|function|fn|key|pred\w*|callback)$"), "len"),
+]
+"""A value for a parameter, by its name, when it has no type hint."""
 _EMPTY = {"int": "0", "float": "0.0", "str": '""', "bytes": 'b""', "list": "[]", "dict": "{}"}
 
 
@@ -121,6 +129,47 @@ def literal_value(text: str) -> object:
     return ast.literal_eval(body[0].value)
 
 
+def defaults(args: ast.arguments) -> dict[str, str]:
+    """The literal default values of the parameters that have one."""
+    positional = [*args.posonlyargs, *args.args]
+    pairs = list(
+        zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+    )
+    pairs += [
+        (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+    ]
+    found = {}
+    for arg, default in pairs:
+        literal = _literal_source(default)
+        found[arg.arg] = literal if literal is not None else "object()"
+    return found
+
+
+def arguments(args: ast.arguments, skip_first: bool, loose: bool = False) -> dict[str, str] | None:
+    """Values for the required parameters (defaults stay); None when one cannot be guessed.
+
+    `loose` gives None to a parameter nothing hints at instead.
+    """
+    positional = [*args.posonlyargs, *args.args][1 if skip_first else 0 :]
+    required = positional[: len(positional) - len(args.defaults)] if args.defaults else positional
+    keywords = [a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
+    values: dict[str, str] = {}
+    for arg in [*required, *keywords]:
+        value = _sample(arg) or ("None" if loose else None)
+        if value is None:
+            return None
+        values[("*" if arg in keywords else "") + arg.arg] = value
+    return values
+
+
+def _sample(arg: ast.arg) -> str | None:
+    if arg.annotation is not None:
+        hint = ast.unparse(arg.annotation).split("[")[0].split("|")[0].strip().split(".")[-1]
+        if hint in SAMPLES:
+            return SAMPLES[hint]
+    return next((value for pattern, value in _BY_NAME if pattern.match(arg.arg)), None)
+
+
 def _negated(inner: ast.expr, args: dict[str, str], params: set[str]) -> dict[str, str] | None:
     """The arguments with one set so that `not inner` holds."""
     if isinstance(inner, ast.Name) and inner.id in params:
@@ -139,3 +188,12 @@ def _falsy(value: str) -> str:
 
 def _is_call(node: ast.expr, name: str) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+
+
+def _literal_source(default: ast.expr) -> str | None:
+    """A default value as source text, when it is a literal."""
+    try:
+        ast.literal_eval(default)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return ast.unparse(default)

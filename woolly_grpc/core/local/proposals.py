@@ -16,16 +16,10 @@ from dataclasses import dataclass
 from woolly_grpc.core._outline import parse_python
 
 from .catalog import Catalog, Unit
-from .conditions import SAMPLES, holds, literal_value, set_argument, violating
+from .conditions import arguments, defaults, holds, literal_value, set_argument, violating
 from .doctests import docstring_examples
 
 _BUILTINS = frozenset(dir(builtins))
-_BY_NAME = [
-    (re.compile(r"^(n|k|size|count|num|length|width|limit|max\w*|min\w*|index|step)$"), "3"),
-    (re.compile(r"^(s|text|string|name|prefix|suffix|sep|delim\w*|char\w*)$"), '"text"'),
-    (re.compile(r"^(iterable|it|seq|sequence|items|values|data|\w+s)$"), "[1, 2, 3]"),
-    (re.compile(r"^(func|function|fn|key|pred\w*|callback)$"), "len"),
-]
 
 
 @dataclass(frozen=True)
@@ -53,7 +47,7 @@ def skeleton(unit: Unit) -> Case:
     node = unit.node
     static = any(ast.unparse(d) == "staticmethod" for d in node.decorator_list)
     first = unit.kind in ("method", "property") and not static  # `self` or `cls`
-    args = None if isinstance(node, ast.ClassDef) else _arguments(node.args, first)
+    args = None if isinstance(node, ast.ClassDef) else arguments(node.args, first)
     hint = f"    # e.g. {unit.name}({_join(args)})\n" if args is not None else ""
     text = f'def test_{stem}() -> None:\n{hint}    pytest.skip("{note}")\n'
     return Case(f"test_{stem}", text, frozenset(), "skeleton")
@@ -99,17 +93,17 @@ def _from_guards(catalog: Catalog, unit: Unit, stem: str) -> list[Case]:
     static = any(ast.unparse(d) == "staticmethod" for d in node.decorator_list)
     skip = unit.kind in ("method", "class") and not static
     # The checks come first, so a parameter nothing hints at may be None: it is not used yet.
-    base = _arguments(node.args, skip, loose=True) or {}
-    defaults = _defaults(node.args)
+    base = arguments(node.args, skip, loose=True) or {}
+    given = defaults(node.args)
     generator = any(isinstance(n, ast.Yield | ast.YieldFrom) for n in ast.walk(node))
     guards = _guards(node)
     cases: list[Case] = []
     for index, (guard, error, outcome) in enumerate(guards):
-        args = violating(guard, dict(base), set(defaults) | {k.lstrip("*") for k in base})
+        args = violating(guard, dict(base), set(given) | {k.lstrip("*") for k in base})
         usable = bool(error) if error is not None else bool(outcome) and not generator
         if args is None or not usable or len(cases) == 2:
             continue
-        values = {**defaults, **{k.lstrip("*"): v for k, v in args.items()}}
+        values = {**given, **{k.lstrip("*"): v for k, v in args.items()}}
         if holds(guard, values) is not True or any(
             holds(g, values) is not False for g, _, _ in guards[:index]
         ):
@@ -206,54 +200,13 @@ def _raised(stmt: ast.Raise) -> tuple[str, str]:
     return (exc.id if isinstance(exc, ast.Name) else ""), ""
 
 
-def _defaults(args: ast.arguments) -> dict[str, str]:
-    """The literal default values of the parameters that have one."""
-    positional = [*args.posonlyargs, *args.args]
-    pairs = list(
-        zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
-    )
-    pairs += [
-        (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
-    ]
-    found = {}
-    for arg, default in pairs:
-        literal = _literal(ast.unparse(default))
-        found[arg.arg] = literal if literal is not None else "object()"
-    return found
-
-
-def _arguments(args: ast.arguments, skip_first: bool, loose: bool = False) -> dict[str, str] | None:
-    """Values for the required parameters (defaults stay); None when one cannot be guessed.
-
-    `loose` gives None to a parameter nothing hints at instead.
-    """
-    positional = [*args.posonlyargs, *args.args][1 if skip_first else 0 :]
-    required = positional[: len(positional) - len(args.defaults)] if args.defaults else positional
-    keywords = [a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None]
-    values: dict[str, str] = {}
-    for arg in [*required, *keywords]:
-        value = _sample(arg) or ("None" if loose else None)
-        if value is None:
-            return None
-        values[("*" if arg in keywords else "") + arg.arg] = value
-    return values
-
-
-def _sample(arg: ast.arg) -> str | None:
-    if arg.annotation is not None:
-        hint = ast.unparse(arg.annotation).split("[")[0].split("|")[0].strip().split(".")[-1]
-        if hint in SAMPLES:
-            return SAMPLES[hint]
-    return next((value for pattern, value in _BY_NAME if pattern.match(arg.arg)), None)
-
-
 def _plain_call(catalog: Catalog, cls: Unit) -> str | None:
     """`Cls()` when the class can be made without arguments, else None."""
     init = catalog.units.get((cls.module, f"{cls.qualname}.__init__"))
     if init is None or isinstance(init.node, ast.ClassDef):
         return f"{cls.qualname}()" if "." not in cls.qualname else None
-    arguments = _arguments(init.node.args, skip_first=True)
-    return f"{cls.qualname}({_join(arguments)})" if arguments == {} else None
+    needed = arguments(init.node.args, skip_first=True)
+    return f"{cls.qualname}()" if needed == {} else None
 
 
 def _importable(catalog: Catalog, module: str, name: str) -> bool:
