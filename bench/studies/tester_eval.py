@@ -2,10 +2,11 @@
 
     python -m bench.studies.tester_eval [--only NAME] [--json OUT] [--cache DIR]
 
-Three real PyPI packages are vendored, unmodified, under `tests/fixtures/pypi/` (see its README
+Four real PyPI packages are vendored, unmodified, under `tests/fixtures/pypi/` (see its README
 for versions and licences): boltons (17k lines, tests with pytest and `--doctest-modules`),
-more-itertools (7.5k lines, unittest plus its docstrings through `DocTestSuite`) and cachetools
-(1.7k lines of classes, pytest plus the Sphinx doctests of `docs/index.rst`).
+more-itertools (7.5k lines, unittest plus its docstrings through `DocTestSuite`), toolz (3.8k
+lines, tests inside the package, `curry` wrappers, `doctest.testmod`) and cachetools (1.7k lines
+of classes, pytest plus the Sphinx doctests of `docs/index.rst`).
 
 **The names.** Every public function, class and method of the package, read with `ast`
 (`woolly_grpc.core.local.catalog`: module-level definitions, also under a module-level `if`/`try`
@@ -16,8 +17,10 @@ tester sets apart.
 **Ground truth.** A name is *tested* when the package's own test suite, run the way its CI runs
 it, calls it from test code: `_tester_truth.py` runs the suite under a profile hook and records
 each call of a package function whose caller is test code (a file under `tests/`, a `test_*.py`
-or `conftest.py`, or a doctest example; a decorator's wrapper is looked through). A class is
-tested when an object of it is made there or one of its methods is called there. This is
+or `conftest.py`, or a doctest example; a package wrapper in between is looked through: a
+decorator's closure, a descriptor's `__get__`, the `__call__` of an object wrapping the callee).
+A class is tested when an object of it is made there or one of its methods is called there; a
+module-level name bound to a called function (`batched = _batched`) is tested too. This is
 independent of the tester's `ast` reading: what runs, not what is written. It is stricter than a
 reviewer in one way (a name only mentioned, e.g. in `isinstance`, is not tested) and looser in
 none. The runs are cached under `--cache` by the fixture's content.
@@ -46,7 +49,7 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic_ai import Agent
@@ -67,6 +70,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "package_dir": "more_itertools",
         "pytest": ["--doctest-modules", "more_itertools", "tests"],
     },
+    "toolz": {"package_dir": "toolz", "pytest": ["toolz"]},
     "cachetools": {
         "package_dir": "src/cachetools",
         "sys_path": ["src"],
@@ -93,6 +97,14 @@ class Score:
     failed: int
     skeletons: int
     answer_bytes: int
+
+
+def is_test_code(path: str) -> bool:
+    """Test code, as `_tester_truth.py` sees it (toolz keeps its tests inside the package)."""
+    parts = PurePosixPath(path).parts
+    stem = parts[-1].split(".")[0]
+    in_tests = bool({"tests", "test", "testing"} & set(parts[:-1]))
+    return in_tests or stem.startswith("test_") or stem.endswith("_test") or stem == "conftest"
 
 
 def ground_truth(name: str, cache: Path) -> set[tuple[str, str]]:
@@ -123,7 +135,8 @@ def universe(name: str) -> list[Unit]:
     """The public names that are scored (no exceptions, no entry points)."""
     root = FIXTURES / name
     package = root / SPECS[name]["package_dir"]
-    sources = {str(p.relative_to(root)): p.read_text("utf-8") for p in package.rglob("*.py")}
+    paths = [str(p.relative_to(root)) for p in package.rglob("*.py")]
+    sources = {p: (root / p).read_text("utf-8") for p in paths if not is_test_code(p)}
     pyproject = root / "pyproject.toml"
     catalog = build_catalog(sources, pyproject.read_text() if pyproject.exists() else "")
     return [u for u in catalog.public() if not (u.is_exception or u.is_entry)]
@@ -183,7 +196,8 @@ def run_proposals(name: str, answer: str) -> tuple[int, int, int, int]:
         report = Path(scratch) / "report.xml"
         env_path = ":".join(str(copy / p) for p in spec.get("sys_path", ["."]))
         subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=20",
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:asyncio",
+             "--timeout=20",
              f"--junitxml={report}", "--rootdir", str(copy), *paths],
             cwd=copy,
             stdin=subprocess.DEVNULL,
@@ -222,7 +236,11 @@ def evaluate(name: str, cache: Path) -> Score:
     top = {(u.path, u.qualname) for u in units if u.kind in ("function", "class")}
     proposed, green, failed, skipped = run_proposals(name, answer)
     package = FIXTURES / name / SPECS[name]["package_dir"]
-    lines = sum(len(p.read_text("utf-8").splitlines()) for p in package.rglob("*.py"))
+    lines = sum(
+        len(p.read_text("utf-8").splitlines())
+        for p in package.rglob("*.py")
+        if not is_test_code(str(p.relative_to(FIXTURES / name)))
+    )
     return Score(
         name, lines, len(units), len(truly), len(said),
         *_rates(truly, said), *_rates(truly & top, said & top),

@@ -8,6 +8,7 @@ from woolly_grpc.core._outline import parse_python
 from woolly_grpc.core.local.catalog import Catalog, build_catalog
 from woolly_grpc.core.local.doctests import (
     docstring_examples,
+    doctest_scope,
     examples,
     runs_doctests,
     setup_blocks,
@@ -231,6 +232,9 @@ def test_test_names_count_in_a_file_about_the_module() -> None:
     )
     assert found["asciify"].how == "test named `AsciifyTests`"
     assert refs("def test_untouched():\n    pass\n", path="tests/test_other.py") == {}
+    # importing the package says too little about what `test_slugify` is about
+    assert "slugify" not in refs("import pkg\n\ndef test_slugify():\n    pass\n")
+    assert "asciify" in refs("from pkg import strutils\n\ndef test_asciify_more():\n    pass\n")
 
 
 def test_unknown_receivers_match_methods_of_classes_the_file_uses() -> None:
@@ -280,3 +284,7 @@ def test_whether_doctests_run_comes_from_the_configuration() -> None:
     assert runs_doctests(["suite.addTests(DocTestSuite(more))"]) == (True, False)
     assert runs_doctests(['extensions = ["sphinx.ext.doctest"]']) == (False, True)
     assert runs_doctests(["[tool.pytest.ini_options]\n"]) == (False, False)
+    modules = ["pkg", "pkg.strutils", "pkg.dictutils"]
+    assert doctest_scope(["addopts = --doctest-modules"], modules) == modules
+    assert doctest_scope(["DocTestSuite('pkg.strutils')"], modules) == ["pkg.strutils"]
+    assert doctest_scope(["doctest.testmod(pkg)"], modules) == ["pkg"]

@@ -10,6 +10,7 @@ from woolly_grpc.core._outline import parse_python
 
 _PROMPT = re.compile(r"^(\s*)>>> ?(.*)$")
 _DIRECTIVE = re.compile(r"^(\s*)\.\. (testsetup|testcode)::.*$")
+_TARGET = re.compile(r"(?:DocTestSuite|testmod)\(\s*([\w.'\"]+)")
 _SOURCE_DOCTESTS = ("--doctest-modules", "DocTestSuite", "doctest.testmod", "xdoctest")
 _DOCS_DOCTESTS = ("--doctest-glob", "doctest.testfile", "DocFileSuite", "sphinx.ext.doctest")
 
@@ -99,6 +100,21 @@ def runs_doctests(configs: list[str]) -> tuple[bool, bool]:
     """
     joined = "\n".join(configs)
     return any(m in joined for m in _SOURCE_DOCTESTS), any(m in joined for m in _DOCS_DOCTESTS)
+
+
+def doctest_scope(configs: list[str], modules: list[str]) -> list[str]:
+    """The modules whose docstring examples run.
+
+    All of them with `--doctest-modules`, else those named in `DocTestSuite(...)` or
+    `doctest.testmod(...)` calls (`mi.more` counts for a module whose name ends in `.more`).
+    """
+    joined = "\n".join(configs)
+    if "--doctest-modules" in joined or "xdoctest" in joined:
+        return modules
+    named = {m.strip("'\"") for m in _TARGET.findall(joined)}
+    return [
+        m for m in modules if any(m == n or m.endswith("." + n.rsplit(".", 1)[-1]) for n in named)
+    ]
 
 
 def _dedent(code: str) -> str:

@@ -51,11 +51,17 @@ def by_test_names(
 ) -> Iterable[Found]:
     """`test_slugify` or `SlugifyTests`, in a file about the module.
 
-    That is a file that imports the module or is named after it.
+    That is a file named after the module, or one that imports the module itself (a package's
+    `__init__` re-exports too much to say what a test's name is about).
     """
     stem = path.rsplit("/", 1)[-1].removesuffix(".py")
     named = stem.removeprefix("test_").removesuffix("_test")
-    modules = modules | {m for m in catalog.modules if m.rsplit(".", 1)[-1] == named}
+    modules = {
+        m
+        for m in modules
+        if m in catalog.modules and not catalog.modules[m].path.endswith("__init__.py")
+    }
+    modules |= {m for m in catalog.modules if m.rsplit(".", 1)[-1] == named}
     for node in ast.walk(tree):
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             continue

@@ -14,7 +14,14 @@ from woolly_grpc.core._outline import parse_python
 from woolly_grpc.core.tools import is_test_path
 
 from .catalog import Catalog, Key, Unit, build_catalog
-from .doctests import docstring_examples, examples, runs_doctests, setup_blocks, snippet
+from .doctests import (
+    docstring_examples,
+    doctest_scope,
+    examples,
+    runs_doctests,
+    setup_blocks,
+    snippet,
+)
 from .evidence import Evidence
 from .markdown import Answer, plural
 from .references import Code, Reference, find_references
@@ -90,7 +97,8 @@ def assess(ev: Evidence) -> Assessment | None:
     catalog = build_catalog(sources, texts.get("pyproject.toml", ""))
     pieces = [Code(p, tree) for p in tests if (tree := _parse(texts[p])) is not None]
     if doctests[0]:
-        for module in catalog.modules.values():
+        run = set(doctest_scope([texts.get(p, "") for p in [*configs, *tests]], [*catalog.modules]))
+        for module in (m for m in catalog.modules.values() if m.name in run):
             nodes = [module.tree, *(u.node for u in module.units.values())]
             found = [(e.line, e.source) for n in nodes for e in docstring_examples(n)]
             if found:
