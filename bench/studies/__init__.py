@@ -2,6 +2,7 @@
 
 `latency` (uncached calls), `cache` (hits and a slow model), `runs` (Redis commands per run),
 `metrics_overhead`, `soak` (50k calls, reliability report), `profile` (cProfile inside a server
-by layer) and `ab` (hits of two worktrees, interleaved). The suite (`make bench`) is
-`bench.suite`, with its cases in `bench/cases/`.
+by layer), `ab` (hits of two worktrees, interleaved) and `tester_eval` (the offline tester
+against three vendored PyPI packages' own test suites; see docs/local-tester.md). The suite
+(`make bench`) is `bench.suite`, with its cases in `bench/cases/`.
 """

@@ -11,7 +11,7 @@ from pydantic_ai import Agent
 from .tools import RepoDeps
 from .types import AgentType, RunRequest
 
-PROMPT_VERSION = "2026-12-02.1"
+PROMPT_VERSION = "2026-12-02.2"
 """Changes whenever instructions, prompt layout or result shaping change; part of the cache key."""
 
 _FORMAT = """

@@ -15,8 +15,9 @@ from woolly_grpc.core.types import AgentType
 from .conversation import chat_assistant, convo_starter
 from .descriptions import documentation, summarizer
 from .evidence import Evidence
-from .improvements import simplifier, tester
+from .improvements import simplifier
 from .markdown import Answer, bullets, clip, names
+from .tester import tester
 
 _COMPOSERS: dict[AgentType, Callable[[Evidence], Answer]] = {
     AgentType.SUMMARIZER: summarizer,

@@ -19,7 +19,7 @@ Definition = dict[str, Any]
 _WANTED_TOOLS: dict[AgentType, tuple[str, ...]] = {
     AgentType.SUMMARIZER: ("repository_info", "list_files", "read_file", "code_outline"),
     AgentType.SIMPLIFIER: ("list_files", "code_outline"),
-    AgentType.TESTER: ("list_files", "code_outline", "read_file"),
+    AgentType.TESTER: ("list_files", "read_file"),
     AgentType.DOCUMENTATION: ("list_files", "code_outline", "read_file"),
     AgentType.CONVO_STARTER: (
         "repository_info", "list_files", "search_code", "code_outline", "read_file",
@@ -29,6 +29,10 @@ _WANTED_TOOLS: dict[AgentType, tuple[str, ...]] = {
 """The tools each agent type uses; the answer names those the run did not offer."""
 
 _SEARCH_HIT = re.compile(r"^(?P<path>[^:\n]+):(?P<line>\d+): (?P<text>.*)$")
+_TRUNCATED = re.compile(
+    r"\[truncated at 64 KiB; call read_file\(path=.*, start_line=(\d+)\) to read on\]$"
+)
+_EMPTY_READ = re.compile(r"\[`.*` has fewer than \d+ lines\]")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,35 @@ class Evidence:
     def text_of(self, path: str | None) -> str:
         """What read_file returned for `path`, or ""."""
         return next((text for p, _, text in self.reads if p == path), "")
+
+    def full_text(self, path: str) -> str | None:
+        """The whole text of `path`, from its read_file windows.
+
+        None when it was not read, or not read to its end.
+        """
+        windows = sorted((start, text) for p, start, text in self.reads if p == path)
+        joined, expected = "", 1
+        for start, text in windows:
+            if start != expected:
+                continue
+            cut = _TRUNCATED.search(text)
+            if cut is None:
+                return joined + ("" if _EMPTY_READ.fullmatch(text) else text)
+            joined += text[: cut.start()]
+            expected = int(cut.group(1))
+        return None
+
+    def unfinished_reads(self) -> list[tuple[str, int]]:
+        """(path, next line) of each file whose last read window was cut short at 64 KiB."""
+        latest: dict[str, tuple[int, str]] = {}
+        for path, start, text in self.reads:
+            if start >= latest.get(path, (0, ""))[0]:
+                latest[path] = (start, text)
+        return [
+            (path, int(cut.group(1)))
+            for path, (_, text) in latest.items()
+            if (cut := _TRUNCATED.search(text))
+        ]
 
     @property
     def searched(self) -> list[str]:

@@ -30,8 +30,9 @@ from woolly_grpc.core.types import AgentType
 from .answers import compose
 from .evidence import Evidence, ToolOutcome, rank_hits
 from .prompt import parse_prompt
+from .tester import planned_reads
 
-__all__ = ["local_model"]
+__all__ = ["evidence_of", "local_model"]
 
 _Call = tuple[str, dict[str, Any]]
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -43,7 +44,9 @@ _STOPWORDS = frozenset(
     who why will with work works would you your""".split()
 )
 _MAX_OUTLINES = 30
-_MAX_TEST_READS = 20
+_MAX_TURNS = 8
+_MAX_READ_ONS = 8
+"""The tester reads long files on, one 64 KiB window a turn; the answer comes by this turn."""
 
 
 def local_model(agent_type: AgentType) -> FunctionModel:
@@ -72,15 +75,18 @@ def _turn(
     agent_type: AgentType, messages: list[ModelMessage], info: AgentInfo
 ) -> tuple[list[str], list[tuple[str, str, dict[str, Any]]]]:
     """The text chunks and the (id, name, args) tool calls of this model response."""
-    prompt, since = _latest_prompt(messages)
+    _, since = _latest_prompt(messages)
     turn = 1 + sum(isinstance(m, ModelResponse) for m in since)
-    evidence = Evidence(
-        agent_type=agent_type,
-        prompt=parse_prompt(prompt),
-        outcomes=_outcomes(since),
-        available=frozenset(tool.name for tool in info.function_tools),
+    evidence = evidence_of(agent_type, messages, [tool.name for tool in info.function_tools])
+    planned = (
+        _first_calls(evidence)
+        if turn == 1
+        else _follow_ups(evidence)
+        if turn == 2
+        else _read_on(evidence)
+        if turn <= _MAX_TURNS
+        else []
     )
-    planned = _first_calls(evidence) if turn == 1 else _follow_ups(evidence) if turn == 2 else []
     fitting = [(name, args) for name, args in planned if _fits(info, name, args)]
     calls = [(f"local-{turn}-{i}", name, args) for i, (name, args) in enumerate(fitting)]
     if calls:
@@ -90,6 +96,22 @@ def _turn(
         )
         return ([preamble] if turn == 1 else []), calls
     return [chunk for chunk in re.split(r"(?<=\n\n)", compose(evidence)) if chunk], []
+
+
+def evidence_of(
+    agent_type: AgentType, messages: list[ModelMessage], tools: Sequence[str]
+) -> Evidence:
+    """What the engine knows after `messages`, with the tools named `tools` offered.
+
+    `bench/studies/tester_eval.py` reads a finished run back with it.
+    """
+    prompt, since = _latest_prompt(messages)
+    return Evidence(
+        agent_type=agent_type,
+        prompt=parse_prompt(prompt),
+        outcomes=_outcomes(since),
+        available=frozenset(tools),
+    )
 
 
 def _latest_prompt(messages: list[ModelMessage]) -> tuple[str, list[ModelMessage]]:
@@ -163,14 +185,23 @@ def _follow_ups(ev: Evidence) -> list[_Call]:
         case AgentType.SIMPLIFIER:
             return outline[:_MAX_OUTLINES]
         case AgentType.TESTER:
-            tests = [("read_file", {"path": p, "max_lines": 2000}) for p in ev.tests]
-            return outline[:_MAX_OUTLINES] + tests[:_MAX_TEST_READS]
+            return [("read_file", {"path": p, "max_lines": 20000}) for p in planned_reads(ev.files)]
         case AgentType.DOCUMENTATION:
             return readme + outline[:_MAX_OUTLINES]
         case AgentType.CONVO_STARTER:
             return readme + sorted(outline, key=_entry_first)[:6]
         case AgentType.CHAT_ASSISTANT:
             return _reads_around_hits(ev)
+
+
+def _read_on(ev: Evidence) -> list[_Call]:
+    """The tester's reads of the files cut short at 64 KiB, from where they stopped."""
+    if ev.agent_type is not AgentType.TESTER:
+        return []
+    return [
+        ("read_file", {"path": path, "start_line": line, "max_lines": 20000})
+        for path, line in ev.unfinished_reads()
+    ][:_MAX_READ_ONS]
 
 
 def _entry_first(call: _Call) -> tuple[bool, int, str]:
