@@ -40,8 +40,9 @@ lint: $(STAMP) ## ruff, mypy (strict), buf lint, generated stubs fresh, hadolint
 typecheck: $(STAMP) ## mypy only
 	$(BIN)/mypy
 
-test: lint ## Lint, then run the whole test suite
+test: lint ## Lint, then run the whole test suite, then the Redis tests again on a Redis Cluster
 	GRPC_VERBOSITY=ERROR $(BIN)/pytest
+	WOOLLY_TEST_REDIS=cluster GRPC_VERBOSITY=ERROR $(BIN)/pytest tests/store tests/cache tests/runs
 
 serve: $(STAMP) ## Run the server on the bundled example repositories
 	WOOLLY_REPOS_ROOT=$${WOOLLY_REPOS_ROOT:-examples/repos} $(BIN)/woolly-grpc serve

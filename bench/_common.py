@@ -92,12 +92,12 @@ async def stop(proc: Child) -> None:
 
 async def start_redis(stack: contextlib.AsyncExitStack) -> str:
     """A redis-server without persistence on a free loopback port, stopped with `stack`; its URL."""
-    from tests.support.redis_server import REDIS_SERVER, RedisServer
+    from tests.support.redis_server import REDIS_SERVER, RedisNode
 
     if REDIS_SERVER is None:
         raise SystemExit("needs redis-server on PATH (`make install`)")
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="woolly-bench-redis-"))
-    redis = RedisServer(REDIS_SERVER, Path(directory))
+    redis = RedisNode(REDIS_SERVER, Path(directory))
     stack.push_async_callback(redis.stop)
     await redis.start()
     return redis.url

@@ -6,6 +6,7 @@ The model provider's faults are tested over its real wire protocol in test_provi
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,9 +174,13 @@ async def _stream_error(srv: RunningServer, query: str) -> aio.AioRpcError:
     return caught.value
 
 
-async def test_a_stalled_database_fails_calls_within_its_timeout(settings: Settings) -> None:
+async def test_a_stalled_database_fails_calls_within_its_timeout(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """PostgreSQL SIGSTOPped: saved-agent calls end UNAVAILABLE after WOOLLY_DB_TIMEOUT_S
-    (not when the database wakes up), naming no address; after SIGCONT they work again."""
+    (not when the database wakes up), naming no address; after SIGCONT they work again. The
+    log says it once when the outage begins and once when it ends."""
+    caplog.set_level(logging.INFO, logger="woolly_grpc.saved_agents.database")
     async with running_postgres() as postgres:
         url = await postgres.create_database()
         update = {"database_url": url, "db_timeout_s": 1.0}
@@ -204,3 +209,6 @@ async def test_a_stalled_database_fails_calls_within_its_timeout(settings: Setti
         assert outcome.code() == S.UNAVAILABLE, details(outcome)
         assert "did not answer within 1 s" in details(outcome)
         assert "127.0.0.1" not in details(outcome) and "postgresql" not in details(outcome)
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "saved-agent calls are UNAVAILABLE" in m]) == 1, said
+    assert len([m for m in said if "answers again" in m]) == 1, said

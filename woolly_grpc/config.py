@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     repos_root: Path = Path()
     """The directory whose subdirectories are the repositories the tools may read."""
     cache_url: str = "memory://"
-    """Where cached results and run logs live: `memory://` (this process) or `redis://host:port/db`."""
+    """Where cached results and run logs live: `memory://` (this process), `redis://host:port/db`
+    or a Redis Cluster, `redis+cluster://host:port,host:port` (`rediss…` with TLS)."""
     cache_enabled: bool = True
     """False turns the result cache off for every call (runs still use `cache_url`)."""
     cache_ttl_s: float = Field(3600.0, gt=0)
@@ -137,8 +138,9 @@ class Settings(BaseSettings):
     @field_validator("cache_url")
     @classmethod
     def _known_cache_scheme(cls, value: str) -> str:
-        if not value.startswith(("memory://", "redis://", "rediss://")):
-            raise ValueError("must start with memory://, redis:// or rediss://")
+        schemes = ("memory://", "redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+        if not value.startswith(schemes):
+            raise ValueError(f"must start with {', '.join(schemes)}")
         return value
 
     @field_validator("database_url")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from grpc import aio
@@ -49,4 +51,28 @@ async def running_server(
         async with aio.insecure_channel(target) as channel:
             yield RunningServer(app, target, channel, AgentServiceStub(channel))
     finally:
-        await stop(app, grace=0)
+        with _tasks_shown_if_slow(STOP_REPORT_S, "stopping the server"):
+            await stop(app, grace=0)
+
+
+STOP_REPORT_S = 20.0
+"""A stop (no grace) takes a few seconds at most: past this, show what it waits for."""
+
+
+@contextmanager
+def _tasks_shown_if_slow(seconds: float, doing: str) -> Iterator[None]:
+    """Print every task's stack to stderr if the block still runs after `seconds`.
+
+    A hang then says where it is: a test's timeout shows only the threads.
+    """
+
+    def show() -> None:
+        print(f"{doing} has taken {seconds} s; its tasks:", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+
+    timer = asyncio.get_running_loop().call_later(seconds, show)
+    try:
+        yield
+    finally:
+        timer.cancel()

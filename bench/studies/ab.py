@@ -25,10 +25,11 @@ from bench.cases import SERVICE, CpuClock, woolly_request
 CALLERS = 64
 
 
-async def _start(tree: Path) -> tuple[common.Child, int]:
+async def start_tree(tree: Path, *options: str) -> tuple[common.Child, int]:
+    """`bench.serve_child --scripted` with `tree`'s code, and its port."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "bench.serve_child", "--port", "0", "--scripted"),
+        *("-m", "bench.serve_child", "--port", "0", "--scripted", *options),
         cwd=tree,
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(tree)},  # that tree's woolly_grpc, not ours
@@ -41,7 +42,7 @@ async def compare(before: Path, rounds: int, seconds: float) -> str:
     """Calls/s and server CPU per call of a cache hit, before and after."""
     trees = {"before": before, "after": common.ROOT}
     request = woolly_request("hit me")
-    servers = {name: await _start(tree) for name, tree in trees.items()}
+    servers = {name: await start_tree(tree) for name, tree in trees.items()}
     channels = {n: aio.insecure_channel(f"127.0.0.1:{port}") for n, (_, port) in servers.items()}
     try:
         units: dict[str, common.Unit] = {}

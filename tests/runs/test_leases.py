@@ -258,3 +258,52 @@ async def test_runs_ending_during_a_long_redis_stall_are_settled_everywhere_afte
     began = [r for r in caplog.records if "run store unreachable" in r.getMessage()]
     ended = [r for r in caplog.records if "run store reachable again" in r.getMessage()]
     assert len(began) == len(ended) == 2, "one pair per replica, not one per run per retry"
+
+
+async def test_runs_past_the_outage_buffer_keep_their_result_and_readers_learn_of_the_gap(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no room to keep events through an outage, ended runs keep their final record: after
+    it GetRun elsewhere says SUCCEEDED with the answer, WatchRun from the start says OUT_OF_RANGE
+    (not a silent gap, not a hang), and the log says how many events went."""
+    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.journal")
+    async with running_redis() as redis:
+        shared = settings.model_copy(update={"cache_url": redis.url})
+        update = {"run_outage_buffer_bytes": 0}
+        async with (
+            running_server(shared.model_copy(update=update)) as a,
+            running_server(shared) as b,
+        ):
+            redis.pause()
+            try:
+                during = [
+                    await a.stub.Execute(
+                        agent_service_pb2.ExecuteRequest(
+                            repository_name="calculator",
+                            agent_type=type_value("summarizer"),
+                            user_query=f"buffer {i}",
+                        ),
+                        timeout=60,
+                    )
+                    for i in range(3)
+                ]
+            finally:
+                redis.resume()
+
+            async def written() -> bool:
+                return a.app.runs.journal.backlog == 0
+
+            await assert_eventually(written, timeout=30)
+            runs = [(await get_run(b, r.run_id)).run for r in during]
+            codes = []
+            for r in during:
+                watch = b.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=r.run_id))
+                with pytest.raises(aio.AioRpcError) as caught:
+                    await read_rest(watch)
+                codes.append(caught.value.code())
+
+    assert [run.status for run in runs] == [run_pb2.RUN_STATUS_SUCCEEDED] * 3
+    assert [run.results[0].content for run in runs] == [r.result.content for r in during]
+    assert codes == [S.OUT_OF_RANGE] * 3
+    dropped = [r for r in caplog.records if "events dropped" in r.getMessage()]
+    assert len(dropped) == 3

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc import aio
-from redis.asyncio import Redis
 
 from tests.helpers import assert_eventually, read, read_rest, type_value
 from tests.support.redis_server import RedisServer, running_redis
@@ -99,9 +98,8 @@ async def test_a_lost_log_is_out_of_range_not_a_silent_gap(
         ]
         assert replay[-1].WhichOneof("event") == "completed"
 
-        redis = Redis.from_url(shared_redis.url)
-        await redis.delete(f"woolly:{log_key(run_id)}")  # the store's prefix, then its key
-        await redis.aclose()
+        async with shared_redis.client() as redis:
+            await redis.delete(f"woolly:{log_key(run_id)}")  # the store's prefix, then its key
         with pytest.raises(aio.AioRpcError) as caught:
             await read_rest(b.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=run_id)))
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE

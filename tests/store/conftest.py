@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from tests.helpers import assert_eventually
 from tests.support.redis_server import RedisServer, running_redis
@@ -53,8 +52,7 @@ async def memory_store(clock: FakeClock) -> AsyncIterator[MemoryStore]:
 
 @pytest_asyncio.fixture
 async def redis_store(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[RedisStore]:
-    async with Redis.from_url(redis_server.url) as client:
-        await client.flushdb()
+    await redis_server.flush()
     # A generous timeout: these tests check behaviour, not speed, on a shared machine.
     store = RedisStore(redis_server.url, op_timeout_s=2.0, clock=clock)
     yield store

@@ -8,11 +8,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .base import Store, StoreError
 from .memory import DEFAULT_MAX_BYTES, MemoryStore
-from .redis import DEFAULT_COOLDOWN_S, DEFAULT_OP_TIMEOUT_S, RedisStore
+from .redis import CLUSTER_SCHEMES, DEFAULT_COOLDOWN_S, DEFAULT_OP_TIMEOUT_S, RedisStore
 
 __all__ = ["MemoryStore", "RedisStore", "Store", "StoreError", "open_store"]
 
-_USAGE = "use memory:// or redis://host:port/db"
+_USAGE = "use memory://, redis://host:port/db or redis+cluster://host:port,host:port"
 _T = TypeVar("_T", int, float)
 
 
@@ -22,6 +22,8 @@ def open_store(url: str) -> Store:
     - `memory://`, optionally `?max_bytes=N`: a MemoryStore (one replica).
     - `redis://[[user]:password@]host:port/db` or `rediss://…`, optionally `?op_timeout_s=S`
       and `&cooldown_s=S`: a RedisStore; other query options go to redis-py.
+    - `redis+cluster://[[user]:password@]host:port[,host:port…]` or `rediss+cluster://…`, the
+      same options: a RedisStore on a Redis Cluster.
 
     Raises:
         ValueError: Another scheme, or an option that is unknown or not a number.
@@ -33,7 +35,7 @@ def open_store(url: str) -> Store:
         if options:
             raise ValueError(f"unknown memory:// option(s) {', '.join(sorted(options))}; {_USAGE}")
         return MemoryStore(max_bytes=max_bytes)
-    if parts.scheme in ("redis", "rediss"):
+    if parts.scheme in ("redis", "rediss", *CLUSTER_SCHEMES):
         op_timeout_s = _pop(options, "op_timeout_s", float, DEFAULT_OP_TIMEOUT_S)
         cooldown_s = _pop(options, "cooldown_s", float, DEFAULT_COOLDOWN_S)
         return RedisStore(
