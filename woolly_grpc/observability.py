@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from threading import Thread
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ._gen.woolly.v1 import run_pb2
 from .api import agent_type_label
@@ -33,6 +36,7 @@ from .core import (
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .runs import RunJournal
 
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 # fmt: off
@@ -179,6 +183,33 @@ class _Timing:
     first_text: dict[int | None, float] = field(default_factory=dict)
     """Time of the first text delta, per chain step (None for a single-agent run)."""
     step_began: dict[int, float] = field(default_factory=dict)
+
+
+class RunStoreCollector(Collector):
+    """The run journal's own counts, read at each scrape (the journal knows no Prometheus)."""
+
+    def __init__(self, journal: RunJournal) -> None:
+        self.journal = journal
+
+    def collect(self) -> Iterator[Metric]:
+        """Failed writes and dropped events so far, and the runs waiting to be written."""
+        journal = self.journal
+        yield CounterMetricFamily(
+            "run_store_write_failures",
+            "Writes of runs to the store that failed (each is retried until the store is back).",
+            value=journal.failed_writes,
+        )
+        yield CounterMetricFamily(
+            "run_store_dropped_events",
+            "Events of ended runs given up during a store outage longer than "
+            "WOOLLY_RUN_OUTAGE_BUFFER_BYTES (their final records are kept).",
+            value=journal.dropped_events,
+        )
+        yield GaugeMetricFamily(
+            "run_store_backlog_runs",
+            "Runs of this replica with changes not yet in the store.",
+            value=journal.backlog,
+        )
 
 
 class AgentMetrics:

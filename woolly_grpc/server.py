@@ -37,7 +37,7 @@ from .core import (
 from .core.models import ProviderFactory
 from .interceptors import ApiKeys, build_interceptors
 from .interceptors.auth import ApiKeysError
-from .observability import AgentMetrics, Metrics, MetricsEndpoint
+from .observability import AgentMetrics, Metrics, MetricsEndpoint, RunStoreCollector
 from .runs import RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
 from .service import AgentService
@@ -141,6 +141,7 @@ def build(
         recheck_s=settings.run_recheck_s,
         max_pending_bytes=settings.run_outage_buffer_bytes,
     )
+    metrics.registry.register(RunStoreCollector(journal))
     runs = RunManager(journal, settings, observer=AgentMetrics(metrics))
     try:
         agents = SavedAgents(

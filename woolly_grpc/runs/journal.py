@@ -146,6 +146,10 @@ class RunJournal:
         self._pending: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
         self._outage = _Outage()
+        self.failed_writes = 0
+        """Writes that failed since start (each is retried): for /metrics."""
+        self.dropped_events = 0
+        """Events given up past `max_pending_bytes` since start: for /metrics."""
 
     @property
     def backlog(self) -> int:
@@ -280,6 +284,7 @@ class RunJournal:
             if run is None or not run.done:
                 continue
             waiting -= sum(len(e) for e in run.log[pending.written :])
+            self.dropped_events += len(run.log) - pending.written
             pending.record, pending.run = run.snapshot(), None
             _log.warning(
                 "run %s: %d events dropped while the store was away (readers get OUT_OF_RANGE)",
@@ -299,6 +304,7 @@ class RunJournal:
     def _failed(self, exc: StoreError) -> None:
         outage = self._outage
         outage.failures += 1
+        self.failed_writes += 1
         if outage.since is None:
             outage.since = asyncio.get_running_loop().time()
             _log.warning(
