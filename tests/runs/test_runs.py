@@ -254,3 +254,36 @@ async def test_cli_run_commands(server: RunningServer) -> None:
     assert f"[run {response.run_id} done]" in err
     code, _, err = await run_cli("--target", server.target, "run", "cancel", "nope")
     assert code == 1 and "NOT_FOUND" in err
+
+
+async def test_a_full_memory_cache_evicts_results_but_never_runs(settings: Settings) -> None:
+    """With `memory://`, runs have a store of their own: results pushed out of a small cache
+    leave every run readable (before, runs shared the cache's LRU and went with it)."""
+    # Ended runs leave this replica's memory at once, so GetRun and WatchRun read the store.
+    update = {"cache_url": "memory://?max_bytes=4096", "run_memory_max": 1, "run_memory_min_s": 0}
+    small = settings.model_copy(update=update)
+    async with running_server(small) as srv:
+
+        async def execute(query: str) -> agent_service_pb2.ExecuteResponse:
+            request = agent_service_pb2.ExecuteRequest(
+                repository_name="calculator", agent_type=type_value("summarizer"), user_query=query
+            )
+            return await srv.stub.Execute(request, timeout=30)
+
+        first = await execute("question 0")
+        others = [await execute(f"question {i}") for i in range(1, 20)]
+        again = await execute("question 0")
+        runs = [
+            (await srv.stub.GetRun(agent_service_pb2.GetRunRequest(run_id=r.run_id))).run
+            for r in [first, *others]
+        ]
+        replay = [
+            m
+            async for m in srv.stub.WatchRun(
+                agent_service_pb2.WatchRunRequest(run_id=first.run_id), timeout=10
+            )
+        ]
+
+    assert not again.result.cached, "the cache was meant to be too small to keep it"
+    assert [run.status for run in runs] == [run_pb2.RUN_STATUS_SUCCEEDED] * 20
+    assert replay[-1].completed.result.content == first.result.content

@@ -372,3 +372,12 @@ async def test_redis_subscriptions_never_take_the_connections_operations_need(re
             assert await store.get("still") == b"served"
     finally:
         await store.close()
+
+
+async def test_memory_bounded_by_count_keeps_that_many_keys(clock):
+    store = MemoryStore(max_bytes=2**62, max_keys=2, clock=clock)
+    await store.set("k1", b"v", ttl_s=60)
+    await store.append("l2", [b"e"], ttl_s=60)
+    await store.set("k3", b"v", ttl_s=60)
+    assert await store.get("k1") is None
+    assert await store.read("l2") == [b"e"] and await store.get("k3") == b"v"
