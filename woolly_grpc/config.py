@@ -74,8 +74,28 @@ class Settings(BaseSettings):
     """Most agents in one chain."""
     max_concurrent_runs: int = Field(64, ge=1)
     """Most runs executing at once on this replica; more get RESOURCE_EXHAUSTED."""
-    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    """Largest accepted gRPC message (above the field limits, so they get a clear answer)."""
+    max_message_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    """Largest accepted gRPC message. The largest valid request is about 0.7 MB (a 100,000
+    character query of 4-byte characters and a 256 KiB context); the headroom is for contexts
+    whose protobuf form is larger than their JSON (lists of small numbers), so field limits,
+    not this one, answer with which field is too large."""
+    max_connections: int = Field(0, ge=0)
+    """Most client connections held at once; 0 = half of the process's descriptor limit (raised
+    to its hard limit at start-up) after a reserve, since each call may open a connection or
+    file of its own (a model provider, Redis, a repository file). Past it new connections are
+    closed at once."""
+    max_streams_per_connection: int = Field(1000, ge=1)
+    """Most calls in flight on one connection (HTTP/2 MAX_CONCURRENT_STREAMS); a client past it
+    waits for one to end (its own channel queues the call)."""
+    handshake_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not finished its TLS and HTTP/2 handshake by then is closed (a
+    silent connection holds a descriptor and nothing else closes it)."""
+    connection_idle_s: float = Field(300.0, gt=0)
+    """A connection with no call in flight for this long is closed (gRPC clients reconnect when
+    they next call)."""
+    connection_max_age_s: float = Field(0.0, ge=0)
+    """Close connections this old (after their calls end, up to `shutdown_grace_s`), so clients
+    rebalance across replicas after a scale-out; 0 = never."""
     max_model_requests: int = Field(50, ge=1)
     """Most model requests one agent run may make; more fail the run with RESOURCE_EXHAUSTED."""
     max_tool_calls: int = Field(200, ge=0)
