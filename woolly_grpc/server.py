@@ -128,6 +128,7 @@ def build(
         store,
         model=runner.model_name,
         default_ttl_s=settings.cache_ttl_s,
+        max_ttl_s=settings.max_cache_ttl_s,
         metrics=metrics,
         hot=MemoryStore(max_bytes=settings.cache_hot_max_bytes) if shared else None,
         hot_ttl_s=settings.cache_hot_ttl_s,
