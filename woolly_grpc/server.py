@@ -9,6 +9,7 @@ import signal
 import ssl
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc import aio
@@ -35,8 +36,8 @@ from .core import (
     Unavailable,
 )
 from .core.models import ProviderFactory
-from .interceptors import ApiKeys, build_interceptors
-from .interceptors.auth import ApiKeysError
+from .interceptors import ApiKeys, ApiKeysError, KeyFile, KeySource, build_interceptors
+from .interceptors.keys import FILE_PREFIXES
 from .observability import AgentMetrics, Metrics, MetricsEndpoint, RunStoreCollector
 from .runs import RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
@@ -71,6 +72,10 @@ class App:
     """The models runs use; their providers' HTTP clients are opened by `start`."""
     metrics_endpoint: MetricsEndpoint | None = None
     """The /metrics HTTP server, once started (none when `metrics_port` is 0)."""
+    key_file: KeyFile | None = None
+    """The API key file, when keys come from one; `start` has it followed."""
+    key_watch: asyncio.Task[None] | None = None
+    """The task following `key_file`, once started."""
     stopping: asyncio.Task[None] | None = None
     """The shutdown, once begun (`stop`)."""
 
@@ -156,12 +161,13 @@ def build(
     async def agent_revisions(request: convert.AgentRunRequest, tenant: str) -> bytes:
         return await agents.revision_key(tenant, convert.agent_refs(request))
 
+    keys = _api_keys(settings)
     server = aio.server(
         interceptors=build_interceptors(
             cache if settings.cache_enabled else None,
             metrics=metrics,
             key_extras=agent_revisions,
-            api_keys=_api_keys(settings),
+            api_keys=keys,
         ),
         options=_server_options(settings),
     )
@@ -209,6 +215,7 @@ def build(
         status=status,
         agents=agents,
         models=models,
+        key_file=keys if isinstance(keys, KeyFile) else None,
     )
 
 
@@ -231,13 +238,20 @@ def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
     return REPOSITORY_TOOLSET
 
 
-def _api_keys(settings: Settings) -> ApiKeys | None:
-    if settings.api_keys is None:
-        return None
+def _api_keys(settings: Settings) -> KeySource | None:
+    """The keys callers must present: fixed, or a key file followed as it changes."""
+    name = "WOOLLY_API_KEYS_FILE" if settings.api_keys_file else "WOOLLY_API_KEYS"
     try:
-        return ApiKeys.load(settings.api_keys.get_secret_value())
+        if settings.api_keys_file is not None:
+            return KeyFile(settings.api_keys_file)
+        if settings.api_keys is None:
+            return None
+        value = settings.api_keys.get_secret_value().strip()
+        if value.startswith(FILE_PREFIXES):
+            return KeyFile(Path(value))  # a path here is followed too: one behaviour for files
+        return ApiKeys.parse(value)
     except ApiKeysError as exc:
-        raise StartupError(f"cannot use WOOLLY_API_KEYS: {exc}") from exc
+        raise StartupError(f"cannot use {name}: {exc}") from exc
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -295,6 +309,8 @@ async def start(app: App) -> None:
     await app.models.open()
     await app.runs.open()
     await app.server.start()
+    if app.key_file is not None:
+        app.key_watch = asyncio.create_task(app.key_file.watch(), name="api-key-file")
     await app.health.set("", health_pb2.HealthCheckResponse.SERVING)
     await app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     app.status.serving = True
@@ -342,6 +358,9 @@ async def _shut_down(app: App, grace: float | None) -> None:
     app.status.serving = False
     app.runs.closing = True
     await app.server.stop(grace)
+    if app.key_watch is not None:
+        app.key_watch.cancel()
+        await asyncio.gather(app.key_watch, return_exceptions=True)
     await app.runs.close()
     await app.models.close()
     await app.cache.close()
