@@ -19,7 +19,7 @@ from tests.helpers import details, health_stub, type_value
 from woolly_grpc import calls
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
-from woolly_grpc.interceptors.auth import ApiKeys, ApiKeysError, bare_key_tenant
+from woolly_grpc.interceptors.keys import ApiKeys, ApiKeysError, bare_key_tenant
 from woolly_grpc.interceptors.metrics import ACCESS_LOGGER
 from woolly_grpc.server import StartupError, build
 from woolly_grpc.testing import RunningServer, running_server

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_status import rpc_status
+from pydantic import SecretStr
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from tests.helpers import details, read, read_rest, type_value, violations
-from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
+from tests.support.redis_server import RedisServer
+from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
+from woolly_grpc.cache import ResultCache
 from woolly_grpc.config import Settings
+from woolly_grpc.interceptors.caching import key_payload
+from woolly_grpc.observability import Metrics
+from woolly_grpc.store import MemoryStore
 from woolly_grpc.testing import RunningServer, running_server
 
 
@@ -87,9 +95,12 @@ async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(settings: Set
     assert after.result.content == "working. done."
 
 
-def _execute(query: str) -> agent_service_pb2.ExecuteRequest:
+def _execute(query: str, **options: Any) -> agent_service_pb2.ExecuteRequest:
     return agent_service_pb2.ExecuteRequest(
-        repository_name="calculator", agent_type=type_value("summarizer"), user_query=query
+        repository_name="calculator",
+        agent_type=type_value("summarizer"),
+        user_query=query,
+        options=agent_pb2.RunOptions(**options),
     )
 
 
@@ -136,3 +147,127 @@ async def test_a_run_that_loops_on_tools_fails_at_its_limit(
     assert said in run.error.message
     assert loop.requests <= limits.get("max_model_requests", 50)
     assert [e.tool_call.name for e in events if e.WhichOneof("event") == "tool_call"]
+
+
+def _retry_delay_s(error: aio.AioRpcError) -> float | None:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    retry = error_details_pb2.RetryInfo()
+    if status is None or not any(detail.Unpack(retry) for detail in status.details):
+        return None
+    delay: float = retry.retry_delay.ToTimedelta().total_seconds()
+    return delay
+
+
+async def test_a_tenant_at_its_limit_is_refused_while_others_run(settings: Settings) -> None:
+    gate = asyncio.Event()
+
+    async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        yield "working. "
+        await gate.wait()
+        yield "done."
+
+    alice = (("authorization", "Bearer k-alice-limits"),)
+    bob = (("authorization", "Bearer k-bob-limits"),)
+    limited = settings.model_copy(
+        update={
+            "api_keys": SecretStr("alice:k-alice-limits,bob:k-bob-limits"),
+            "max_concurrent_runs": 4,
+            "tenant_max_concurrent_runs": 1,
+        }
+    )
+    async with running_server(limited, model=FunctionModel(stream_function=gated)) as srv:
+        first = srv.stub.StreamExecute(stream_request("alice 1"), metadata=alice, timeout=30)
+        started = await read(first)
+        await read(first)  # alice's one run is now at the gate
+        refused = await rpc_error(srv.stub.Execute(_execute("alice 2"), metadata=alice, timeout=10))
+        # Joining her identical run in flight takes no slot.
+        joined = srv.stub.StreamExecute(stream_request("alice 1"), metadata=alice, timeout=30)
+        assert (await read(joined)).run_id == started.run_id
+        # Bob has slots of his own.
+        theirs = srv.stub.StreamExecute(stream_request("bob 1"), metadata=bob, timeout=30)
+        bob_started = await read(theirs)
+        assert (await read(theirs)).text_delta.text == "working. "
+        gate.set()
+        alice_events = await read_rest(first)
+        bob_events = await read_rest(theirs)
+        await read_rest(joined)
+        # Her slot is free again once her run ended.
+        after = await srv.stub.Execute(_execute("alice 3"), metadata=alice, timeout=30)
+
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "this tenant is running its maximum of 1 concurrent runs" in details(refused)
+    assert (_retry_delay_s(refused) or 0) > 0
+    assert bob_started.run_id != started.run_id
+    assert alice_events[-1].completed.result.content == "working. done."
+    assert bob_events[-1].completed.result.content == "working. done."
+    assert after.result.content == "working. done."
+
+
+async def test_without_a_tenant_limit_one_tenant_may_use_every_slot(settings: Settings) -> None:
+    gate = asyncio.Event()
+
+    async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        yield "working. "
+        await gate.wait()
+        yield "done."
+
+    two = settings.model_copy(update={"max_concurrent_runs": 2})
+    async with running_server(two, model=FunctionModel(stream_function=gated)) as srv:
+        calls = [srv.stub.StreamExecute(stream_request(f"q{i}"), timeout=30) for i in (1, 2)]
+        for call in calls:
+            await read(call)
+            await read(call)
+        refused = await rpc_error(srv.stub.Execute(_execute("q3"), timeout=10))
+        gate.set()
+        for call in calls:
+            await read_rest(call)
+
+    assert "the server is running its maximum of 2 runs" in details(refused)
+
+
+MAX_TTL = timedelta(days=1)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_cache_ttl_above_the_maximum_is_refused_and_the_maximum_is_kept(
+    settings: Settings, redis_server: RedisServer, backend: str
+) -> None:
+    cache_url = "memory://"
+    if backend == "redis":
+        await redis_server.flush()
+        cache_url = redis_server.url
+    update = {"cache_url": cache_url, "max_cache_ttl_s": MAX_TTL.total_seconds()}
+    async with running_server(settings.model_copy(update=update)) as srv:
+        huge = _execute("kept for ever", cache_ttl=timedelta(days=3650))
+        refused = await rpc_error(srv.stub.Execute(huge, timeout=10))
+        at_max = _execute("kept for a day", cache_ttl=MAX_TTL)
+        await srv.stub.Execute(at_max, timeout=30)
+
+        cache = srv.app.cache
+        method = "/woolly.v1.AgentService/Execute"
+        refused_entry = await cache.get(cache.key(method, key_payload(huge), ""))
+        key = cache.key(method, key_payload(at_max), "")
+        entry = await cache.get(key)
+        if backend == "redis":
+            async with redis_server.client() as redis:
+                store_ttl_ms = await redis.pttl(f"woolly:{key}")
+
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(refused) == {"options.cache_ttl": "is above the server's maximum of 86,400 s"}
+    assert refused_entry is None
+    assert entry is not None
+    assert entry.expires_at - entry.created_at == pytest.approx(MAX_TTL.total_seconds())
+    if backend == "redis":
+        assert 0 < store_ttl_ms <= MAX_TTL.total_seconds() * 1000
+
+
+async def test_a_stored_result_never_outlives_the_maximum() -> None:
+    # A retried run's request passed the maximum of its day; a lower one applies now.
+    cache = ResultCache(
+        MemoryStore(), model="m", default_ttl_s=60, max_ttl_s=120, metrics=Metrics()
+    )
+    await cache.put("k", [b"x"], ttl_s=10_000)
+    entry = await cache.get("k")
+
+    assert entry is not None
+    assert entry.expires_at - entry.created_at == pytest.approx(120)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     """False turns the result cache off for every call (runs still use `cache_url`)."""
     cache_ttl_s: float = Field(3600.0, gt=0)
     """How long a cached result lives when the call does not say (`options.cache_ttl`)."""
+    max_cache_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    """Longest `options.cache_ttl` a call may ask for; longer is INVALID_ARGUMENT (so that one
+    tenant cannot fill a shared cache with entries that never expire)."""
     cache_hot_ttl_s: float = Field(1.0, ge=0)
     """With a Redis cache: how long this replica keeps a hot copy of the entries it read or
     wrote, so hot keys skip the round trip (a REFRESH elsewhere shows here at most this late);
@@ -74,6 +77,9 @@ class Settings(BaseSettings):
     """Most agents in one chain."""
     max_concurrent_runs: int = Field(64, ge=1)
     """Most runs executing at once on this replica; more get RESOURCE_EXHAUSTED."""
+    tenant_max_concurrent_runs: int | None = Field(None, ge=1)
+    """Most runs one tenant may have executing at once on this replica; more get
+    RESOURCE_EXHAUSTED. Unset = only `max_concurrent_runs` applies."""
     max_message_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     """Largest accepted gRPC message. The largest valid request is about 0.7 MB (a 100,000
     character query of 4-byte characters and a 256 KiB context); the headroom is for contexts
@@ -103,7 +109,12 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = None
     """Unset = no authentication. Else comma-separated `tenant:key` entries (a bare `key` is a
     tenant of its own), or the path of a file of them, one per line (a value starting with `/`,
-    `./`, `../` or `~/`). Callers send `authorization: Bearer <key>`."""
+    `./`, `../` or `~/`), followed like `api_keys_file`. An entry `tenant:key:ro` is read-only.
+    Callers send `authorization: Bearer <key>`."""
+    api_keys_file: Path | None = None
+    """A file of API keys, one entry per line (`#` starts a comment), re-read within seconds of
+    a change without a restart (Kubernetes updates a mounted secret in place); a change that
+    cannot be read or parsed keeps the last good keys."""
     tls_cert: Path | None = None
     """PEM certificate chain of the server; with `tls_key`, the port speaks TLS only."""
     tls_key: Path | None = None
@@ -176,6 +187,27 @@ class Settings(BaseSettings):
             raise ValueError("WOOLLY_TLS_CERT and WOOLLY_TLS_KEY must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("WOOLLY_TLS_CLIENT_CA needs WOOLLY_TLS_CERT and WOOLLY_TLS_KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _limits_fit_together(self) -> Settings:
+        if self.cache_ttl_s > self.max_cache_ttl_s:
+            raise ValueError(
+                f"WOOLLY_CACHE_TTL_S ({self.cache_ttl_s:g}) is above WOOLLY_MAX_CACHE_TTL_S "
+                f"({self.max_cache_ttl_s:g})"
+            )
+        tenant_max = self.tenant_max_concurrent_runs
+        if tenant_max is not None and tenant_max > self.max_concurrent_runs:
+            raise ValueError(
+                f"WOOLLY_TENANT_MAX_CONCURRENT_RUNS ({tenant_max}) is above "
+                f"WOOLLY_MAX_CONCURRENT_RUNS ({self.max_concurrent_runs}), so it would never apply"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_source_of_keys(self) -> Settings:
+        if self.api_keys is not None and self.api_keys_file is not None:
+            raise ValueError("set WOOLLY_API_KEYS or WOOLLY_API_KEYS_FILE, not both")
         return self
 
     @field_validator("models", "model_fallbacks", mode="before")

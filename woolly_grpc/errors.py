@@ -14,6 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
+from .api import SERVICE_NAME
 from .core import (
     AlreadyExists,
     FailedPrecondition,
@@ -73,6 +74,17 @@ def to_status(exc: BaseException, run_id: str = "") -> status_pb2.Status:
         delay = duration_pb2.Duration()
         delay.FromTimedelta(timedelta(seconds=retry_after_s))
         _pack(status, error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
+
+
+def refusal(code: grpc.StatusCode, message: str, reason: str, **metadata: str) -> status_pb2.Status:
+    """A call refused before any core work (auth), with a `google.rpc.ErrorInfo`.
+
+    `reason` is a constant clients may branch on (UPPER_SNAKE_CASE); the domain is the service.
+    """
+    status = status_pb2.Status(code=code.value[0], message=_cut(message, MAX_MESSAGE_BYTES))
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=SERVICE_NAME, metadata=metadata)
+    _pack(status, info)
     return status
 
 

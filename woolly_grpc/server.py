@@ -11,6 +11,7 @@ import signal
 import ssl
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc import aio
@@ -37,8 +38,8 @@ from .core import (
     Unavailable,
 )
 from .core.models import ProviderFactory
-from .interceptors import ApiKeys, build_interceptors
-from .interceptors.auth import ApiKeysError
+from .interceptors import ApiKeys, ApiKeysError, KeyFile, KeySource, build_interceptors
+from .interceptors.keys import FILE_PREFIXES
 from .observability import AgentMetrics, Metrics, MetricsEndpoint, RunStoreCollector
 from .runs import RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
@@ -73,6 +74,10 @@ class App:
     """The models runs use; their providers' HTTP clients are opened by `start`."""
     metrics_endpoint: MetricsEndpoint | None = None
     """The /metrics HTTP server, once started (none when `metrics_port` is 0)."""
+    key_file: KeyFile | None = None
+    """The API key file, when keys come from one; `start` has it followed."""
+    key_watch: asyncio.Task[None] | None = None
+    """The task following `key_file`, once started."""
     stopping: asyncio.Task[None] | None = None
     """The shutdown, once begun (`stop`)."""
 
@@ -130,6 +135,7 @@ def build(
         store,
         model=runner.model_name,
         default_ttl_s=settings.cache_ttl_s,
+        max_ttl_s=settings.max_cache_ttl_s,
         metrics=metrics,
         hot=MemoryStore(max_bytes=settings.cache_hot_max_bytes) if shared else None,
         hot_ttl_s=settings.cache_hot_ttl_s,
@@ -157,12 +163,13 @@ def build(
     async def agent_revisions(request: convert.AgentRunRequest, tenant: str) -> bytes:
         return await agents.revision_key(tenant, convert.agent_refs(request))
 
+    keys = _api_keys(settings)
     server = aio.server(
         interceptors=build_interceptors(
             cache if settings.cache_enabled else None,
             metrics=metrics,
             key_extras=agent_revisions,
-            api_keys=_api_keys(settings),
+            api_keys=keys,
         ),
         options=_server_options(settings),
     )
@@ -210,6 +217,7 @@ def build(
         status=status,
         agents=agents,
         models=models,
+        key_file=keys if isinstance(keys, KeyFile) else None,
     )
 
 
@@ -232,13 +240,20 @@ def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
     return REPOSITORY_TOOLSET
 
 
-def _api_keys(settings: Settings) -> ApiKeys | None:
-    if settings.api_keys is None:
-        return None
+def _api_keys(settings: Settings) -> KeySource | None:
+    """The keys callers must present: fixed, or a key file followed as it changes."""
+    name = "WOOLLY_API_KEYS_FILE" if settings.api_keys_file else "WOOLLY_API_KEYS"
     try:
-        return ApiKeys.load(settings.api_keys.get_secret_value())
+        if settings.api_keys_file is not None:
+            return KeyFile(settings.api_keys_file)
+        if settings.api_keys is None:
+            return None
+        value = settings.api_keys.get_secret_value().strip()
+        if value.startswith(FILE_PREFIXES):
+            return KeyFile(Path(value))  # a path here is followed too: one behaviour for files
+        return ApiKeys.parse(value)
     except ApiKeysError as exc:
-        raise StartupError(f"cannot use WOOLLY_API_KEYS: {exc}") from exc
+        raise StartupError(f"cannot use {name}: {exc}") from exc
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -337,6 +352,8 @@ async def start(app: App) -> None:
     await app.models.open()
     await app.runs.open()
     await app.server.start()
+    if app.key_file is not None:
+        app.key_watch = asyncio.create_task(app.key_file.watch(), name="api-key-file")
     await app.health.set("", health_pb2.HealthCheckResponse.SERVING)
     await app.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     app.status.serving = True
@@ -384,6 +401,9 @@ async def _shut_down(app: App, grace: float | None) -> None:
     app.status.serving = False
     app.runs.closing = True
     await app.server.stop(grace)
+    if app.key_watch is not None:
+        app.key_watch.cancel()
+        await asyncio.gather(app.key_watch, return_exceptions=True)
     await app.runs.close()
     await app.models.close()
     await app.cache.close()

@@ -232,9 +232,11 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         """The chain call's view of the step cache, by its own options (None: cache off)."""
         if self.cache is None:
             return None
-        policy = CachePolicy.of(request.options, self.cache.default_ttl_s)
         if retry:
-            policy = policy.fresh()
+            # Its request was accepted once; a maximum lowered since is applied by `put`.
+            policy = CachePolicy.of(request.options, self.cache.default_ttl_s).fresh()
+        else:
+            policy = CachePolicy.of(request.options, self.cache.default_ttl_s, self.cache.max_ttl_s)
         return StepResultCache(self.cache, tenant=tenant, policy=policy)
 
     async def _relay(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 
 from google.protobuf import duration_pb2
@@ -40,11 +41,17 @@ class CachePolicy:
     """Accept only entries younger than this; 0 = any age."""
 
     @classmethod
-    def of(cls, options: agent_pb2.RunOptions, default_ttl_s: float) -> CachePolicy:
+    def of(
+        cls,
+        options: agent_pb2.RunOptions,
+        default_ttl_s: float,
+        max_ttl_s: float = math.inf,
+    ) -> CachePolicy:
         """The policy a call's options ask for.
 
         Raises:
-            InvalidInput: a negative or malformed `cache_ttl` / `cache_max_age`.
+            InvalidInput: a negative or malformed `cache_ttl` / `cache_max_age`, or a
+                `cache_ttl` above `max_ttl_s`.
         """
         policy = _known(options.cache_policy)
         if not (options.HasField("cache_ttl") or options.HasField("cache_max_age")):
@@ -55,9 +62,14 @@ class CachePolicy:
             for name in ("cache_ttl", "cache_max_age")
             if (problem := _duration_problem(getattr(options, name)))
         }
+        ttl_s = 0.0 if "cache_ttl" in problems else options.cache_ttl.ToTimedelta().total_seconds()
+        if ttl_s > max_ttl_s:
+            # Refused rather than cut short (CONTRACT §2): the caller learns its entry would
+            # not live as long as it asked.
+            problems["cache_ttl"] = f"is above the server's maximum of {max_ttl_s:,.0f} s"
         if problems:
             raise InvalidInput([FieldViolation(f"options.{f}", p) for f, p in problems.items()])
-        ttl_s = options.cache_ttl.ToTimedelta().total_seconds() or default_ttl_s
+        ttl_s = ttl_s or default_ttl_s
         max_age_s = options.cache_max_age.ToTimedelta().total_seconds()
         return cls(read, write, only_cached, ttl_s, max_age_s)
 

@@ -7,6 +7,7 @@ The gRPC side is `interceptors/caching.py`; chain steps are cached one by one th
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class ResultCache:
         store: Where entries live (`memory://` or Redis).
         model: The configured model name; part of every key.
         default_ttl_s: How long entries live when the call does not say.
+        max_ttl_s: The longest a call may ask for; nothing is stored for longer.
         metrics: Where hits, misses and store errors are counted for /metrics.
         clock: Wall-clock seconds (entries carry their creation time across replicas).
         hot: The in-process copy in front of `store` (None: every lookup asks the store).
@@ -59,6 +61,7 @@ class ResultCache:
         *,
         model: str,
         default_ttl_s: float,
+        max_ttl_s: float = math.inf,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         hot: MemoryStore | None = None,
@@ -69,6 +72,7 @@ class ResultCache:
         self.hot_ttl_s = hot_ttl_s
         self.model = model
         self.default_ttl_s = default_ttl_s
+        self.max_ttl_s = max_ttl_s
         self.metrics = metrics
         self.clock = clock
         self.stats = CacheStats()
@@ -107,7 +111,12 @@ class ResultCache:
         return entry
 
     async def put(self, key: str, messages: Sequence[bytes], ttl_s: float) -> None:
-        """Store the responses of a successful call (failures are logged and counted)."""
+        """Store the responses of a successful call (failures are logged and counted).
+
+        Never for longer than `max_ttl_s`: a retried run's request was checked against the
+        maximum of its day, which may have been lowered since.
+        """
+        ttl_s = min(ttl_s, self.max_ttl_s)
         now = self.clock()
         raw = encode_entry(Entry(tuple(messages), now, now + ttl_s))
         if self.hot is not None:

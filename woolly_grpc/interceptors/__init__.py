@@ -7,17 +7,21 @@ from grpc import aio
 from woolly_grpc.cache import ResultCache
 from woolly_grpc.observability import Metrics
 
-from .auth import ApiKeys, AuthInterceptor
+from .auth import AuthInterceptor
 from .caching import CACHED_METHODS, CachingInterceptor, KeyExtras
 from .decoding import DecodingInterceptor
+from .keys import ApiKeys, ApiKeysError, KeyFile, KeySource
 from .metrics import MetricsInterceptor
 
 __all__ = [
     "CACHED_METHODS",
     "ApiKeys",
+    "ApiKeysError",
     "AuthInterceptor",
     "CachingInterceptor",
     "DecodingInterceptor",
+    "KeyFile",
+    "KeySource",
     "MetricsInterceptor",
     "build_interceptors",
 ]
@@ -28,7 +32,7 @@ def build_interceptors(
     *,
     metrics: Metrics | None = None,
     key_extras: KeyExtras | None = None,
-    api_keys: ApiKeys | None = None,
+    api_keys: KeySource | None = None,
 ) -> list[aio.ServerInterceptor]:
     """The interceptor chain, outermost first: metrics (it times cache hits too), auth, cache.
 
@@ -41,7 +45,8 @@ def build_interceptors(
         cache: The result cache, or None when it is turned off.
         metrics: Where the gRPC metrics go; None leaves the metrics interceptor out.
         key_extras: What cache keys add beyond the request (saved agents' revisions).
-        api_keys: The keys callers must present; None turns authentication off.
+        api_keys: The keys callers must present (fixed, or a followed key file); None turns
+            authentication off.
     """
     chain: list[aio.ServerInterceptor] = []
     if metrics is not None:

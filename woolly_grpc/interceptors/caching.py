@@ -93,7 +93,7 @@ class CachingInterceptor(WrappingInterceptor):
             context.set_trailing_metadata(((CACHE_TRAILER, "bypass"),))
             return await call_next(request, context)
         try:
-            policy = CachePolicy.of(options, self.cache.default_ttl_s)
+            policy = CachePolicy.of(options, self.cache.default_ttl_s, self.cache.max_ttl_s)
             extras = await self.key_extras(request, call.tenant) if self.key_extras else b""
         except Exception as exc:  # a bad duration, or the saved-agents database is down
             await abort(context, to_status(exc))

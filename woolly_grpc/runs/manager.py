@@ -69,7 +69,8 @@ class RunManager:
 
     Args:
         journal: Where runs are shared with other replicas (and kept after they end).
-        settings: The `max_concurrent_runs`, `orphan_grace_s` and `run_*` settings.
+        settings: The `max_concurrent_runs`, `tenant_max_concurrent_runs`, `orphan_grace_s`
+            and `run_*` settings.
         observer: Sees every run's events (metrics).
     """
 
@@ -78,6 +79,7 @@ class RunManager:
     ) -> None:
         self.journal = journal
         self.max_concurrent = settings.max_concurrent_runs
+        self.tenant_max_concurrent = settings.tenant_max_concurrent_runs
         self.orphan_grace_s = settings.orphan_grace_s
         self.cancel_wait_s = settings.run_cancel_wait_s
         self.close_flush_s = settings.run_close_flush_s
@@ -92,6 +94,8 @@ class RunManager:
         self._runs: OrderedDict[str, OwnedRun] = OrderedDict()
         self._flights = Flights()
         self._active = 0
+        self._active_by_tenant: dict[str, int] = {}
+        """Runs executing per tenant (tenants with none are left out, so it stays small)."""
         self._control: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         journal.on_lease_lost = self._lost
@@ -141,24 +145,22 @@ class RunManager:
                 call joins that run instead of starting another (`flights.Flights`).
             detach: Run to the end even when every reader has gone.
         """
+        # A join is no new run, and cache hits never get here: neither takes a slot.
         if (joined := self._flights.join(flight_key, detach=detach)) is not None:
             return joined.id, True
-        if self._active >= self.max_concurrent:
-            raise Overloaded(
-                f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
-            )
+        self._check_capacity(tenant)
         run = OwnedRun.begin(uuid.uuid4().hex, method, request, repository, agent_types, tenant)
         run.detach = detach
         self._forget_old()
         self._runs[run.id] = run
         self._flights.take_off(flight_key, run)
-        self._active += 1
+        self._take_slot(tenant)
         try:
             await self.journal.begin(run, method)
         except BaseException:  # cancelled while writing: nothing has started yet
             self._runs.pop(run.id, None)
             self._flights.land(run)
-            self._active -= 1
+            self._free_slot(tenant)
             raise
         if self.observer is not None:
             self.observer.run_started(run.record)
@@ -169,6 +171,31 @@ class RunManager:
         # A task cancelled before its first step never runs _drive's `finally`: settle it here.
         run.task.add_done_callback(lambda _task: self._settle(run))
         return run.id, False
+
+    def _check_capacity(self, tenant: str) -> None:
+        """Refuse a new run beyond the tenant's limit or the replica's (Overloaded).
+
+        The tenant's comes first: a tenant at its own limit is told so, whatever the others do.
+        """
+        limit = self.tenant_max_concurrent
+        if limit is not None and self._active_by_tenant.get(tenant, 0) >= limit:
+            raise Overloaded(
+                f"this tenant is running its maximum of {limit} concurrent runs; retry shortly"
+            )
+        if self._active >= self.max_concurrent:
+            raise Overloaded(
+                f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
+            )
+
+    def _take_slot(self, tenant: str) -> None:
+        self._active += 1
+        self._active_by_tenant[tenant] = self._active_by_tenant.get(tenant, 0) + 1
+
+    def _free_slot(self, tenant: str) -> None:
+        self._active -= 1
+        left = self._active_by_tenant.pop(tenant, 1) - 1
+        if left:
+            self._active_by_tenant[tenant] = left
 
     async def get(self, run_id: str, *, tenant: str) -> run_pb2.Run:
         """The run's current record (this replica's, else the store's).
@@ -330,7 +357,7 @@ class RunManager:
         run.settled = True
         if not run.done:
             run.cancelled()  # cancelled before it ever ran
-        self._active -= 1
+        self._free_slot(run.record.tenant)
         self._flights.land(run)
         if self.observer is not None:
             self.observer.run_ended(run.record, run.meter)
