@@ -4,18 +4,16 @@ is the OpenAI-compatible test server, and a call goes through it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import re
-import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import CLI, run_cli
+from tests.support.cli import run_cli
+from tests.support.cli import serving as serve_process
 from tests.support.openai_server import running_openai_server
 
 DOC = (Path(__file__).parent.parent / "docs" / "models.md").read_text()
@@ -43,29 +41,13 @@ async def serving(
     env: dict[str, str], repos: Path, tmp: Path, log: list[str]
 ) -> AsyncIterator[str]:
     """`woolly-grpc serve` with this environment, at INFO; its log lines end up in `log`."""
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        *("serve", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"),
-        *("--repos-root", str(repos), "--database-url", f"sqlite:///{tmp / 'agents.db'}"),
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    assert process.stderr is not None
+    flags = ("--repos-root", str(repos), "--database-url", f"sqlite:///{tmp / 'agents.db'}")
+    served = None
     try:
-        port = None
-        while port is None:
-            line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
-            assert line, "serve exited before it was serving"
-            log.append(line)
-            if found := re.search(r"serving .* on 127\.0\.0\.1:(\d+)", line):
-                port = int(found.group(1))
-        yield f"127.0.0.1:{port}"
+        async with serve_process(*flags, env=env) as served:
+            yield served.address
     finally:
-        process.send_signal(signal.SIGTERM)
-        log.extend(
-            (await asyncio.wait_for(process.stderr.read(), timeout=30)).decode().splitlines()
-        )
-        await asyncio.wait_for(process.wait(), timeout=30)
+        log.extend(served.log if served else [])
 
 
 @pytest.mark.parametrize("example", examples(), ids=lambda env: env["WOOLLY_MODEL"])

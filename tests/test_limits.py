@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -63,7 +64,12 @@ async def test_a_message_over_the_transport_cap_is_refused_by_grpc(server: Runni
     assert "larger than max" in details(error)
 
 
-async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(settings: Settings) -> None:
+async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused runs are RESOURCE_EXHAUSTED with RetryInfo, counted by limit, and logged once
+    per interval with their number (not once per call)."""
+    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.manager")
     gate = asyncio.Event()
 
     async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
@@ -77,6 +83,10 @@ async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(settings: Set
         started = await read(first)
         await read(first)  # the one run allowed is now at the gate
         refused = await rpc_error(srv.stub.Execute(_execute("second"), timeout=10))
+        more = [await rpc_error(srv.stub.Execute(_execute(f"more {i}"))) for i in range(5)]
+        counted = srv.app.metrics.registry.get_sample_value(
+            "agent_runs_refused_total", {"limit": "server"}
+        )
         # The same call joins the run in flight: it is not a second run.
         joined = srv.stub.StreamExecute(stream_request("first"), timeout=30)
         assert (await read(joined)).run_id == started.run_id
@@ -86,6 +96,10 @@ async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(settings: Set
 
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "maximum of 1 runs" in details(refused)
+    assert {e.code() for e in more} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert counted == 6
+    said = [r.getMessage() for r in caplog.records if "refusing new runs" in r.getMessage()]
+    assert len(said) == 1 and "1 at the server limit" in said[0]
     status = rpc_status.from_call(refused)  # type: ignore[arg-type]
     assert status is not None
     retry = error_details_pb2.RetryInfo()

@@ -130,6 +130,12 @@ class Metrics:
         self.active_agents = Gauge(
             "active_agents", "Runs executing on this replica now.", registry=registry
         )
+        self.agent_runs_refused = Counter(
+            "agent_runs_refused",
+            "New runs refused RESOURCE_EXHAUSTED, by the limit reached (server or tenant).",
+            ["limit"],
+            registry=registry,
+        )
         self.agent_ttft = Histogram(
             "agent_time_to_first_token_seconds",
             "From an agent's start (a run's, or a chain step's) to its first text delta.",
@@ -253,6 +259,10 @@ class AgentMetrics:
                     if step in timing.first_text:
                         began = timing.step_began.get(step, timing.began)
                         m.agent_ttft.labels(label).observe(timing.first_text[step] - began)
+
+    def run_refused(self, limit: str) -> None:
+        """Count a run refused at a limit."""
+        self.metrics.agent_runs_refused.labels(limit).inc()
 
     def run_ended(self, run: run_pb2.Run, meter: UsageMeter) -> None:
         """Count the run by its final status, observe its duration, count its tokens."""

@@ -79,7 +79,7 @@ class WrappingInterceptor(aio.ServerInterceptor):
     """
 
     def __init__(self) -> None:
-        self._by_method: dict[str, tuple[Handler, Handler]] = {}
+        self._by_method: dict[str, dict[int, tuple[Handler, Handler]]] = {}
 
     async def intercept_service(
         self,
@@ -91,10 +91,14 @@ class WrappingInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler  # type: ignore[return-value]  # grpc answers UNIMPLEMENTED
         method = handler_call_details.method
-        made = self._by_method.get(method)
-        if made is None or made[0] is not handler:  # decided again only for a new handler
+        # A method has its own handler and, from an inner interceptor, a few refusing ones.
+        made_for = self._by_method.setdefault(method, {})
+        made = made_for.get(id(handler))
+        if made is None:  # decided again only for a new handler
+            if len(made_for) >= _HANDLERS_PER_METHOD:
+                made_for.clear()  # handlers made per call: keep the map bounded
             wrapped = self.wrap(method, handler) if self.covers(method, handler) else handler
-            made = self._by_method[method] = (handler, wrapped)
+            made = made_for[id(handler)] = (handler, wrapped)
         return made[1]
 
     def covers(self, method: str, handler: Handler) -> bool:
@@ -108,7 +112,39 @@ class WrappingInterceptor(aio.ServerInterceptor):
 
 def grpc_type(handler: Handler) -> str:
     """The cardinality as go-grpc-prometheus names it (`unary`, `server_stream`, …)."""
-    return _TYPES[(handler.request_streaming, handler.response_streaming)]
+    kind = _REFUSING.get(id(handler)) or (handler.request_streaming, handler.response_streaming)
+    return _TYPES[kind]
+
+
+Refusal: TypeAlias = Callable[[Context], Awaitable[None]]
+"""Ends a call (with `context.abort`) without looking at its request."""
+
+_HANDLERS_PER_METHOD = 8
+_REFUSING: dict[int, tuple[bool, bool]] = {}
+"""The cardinality each refusing handler stands for (it reads requests as a stream)."""
+
+
+def refusing_handler(handler: Handler, refuse: Refusal) -> Handler:
+    """A handler for `handler`'s method that runs `refuse` without reading the request.
+
+    grpc receives and parses a unary request before any behaviour runs, so a refusal there
+    would cost the whole message (up to WOOLLY_MAX_MESSAGE_BYTES) however cheap the refusal.
+    A request-streaming handler is called first and reads only when asked: the message is
+    never read (only HTTP/2 flow control's window of it is ever buffered). On the wire the
+    call is the same; `grpc_type` still reports the method's own cardinality.
+    """
+
+    async def run(requests: Any, context: Context) -> None:
+        await refuse(context)
+
+    make = _MAKERS[(True, handler.response_streaming)]
+    refusing = make(
+        run,
+        request_deserializer=None,
+        response_serializer=passthrough_serializer(handler.response_serializer, None),
+    )
+    _REFUSING[id(refusing)] = (handler.request_streaming, handler.response_streaming)
+    return refusing
 
 
 _TYPES = {

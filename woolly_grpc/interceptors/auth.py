@@ -15,7 +15,7 @@ PERMISSION_DENIED, so that its existence is not revealed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -24,7 +24,15 @@ from woolly_grpc import calls
 from woolly_grpc.api import method_path
 from woolly_grpc.errors import abort, refusal
 
-from ._handlers import PROBE_METHODS, Context, Handler, Next, WrappingInterceptor, wrap_handler
+from ._handlers import (
+    PROBE_METHODS,
+    Context,
+    Handler,
+    Next,
+    WrappingInterceptor,
+    refusing_handler,
+    wrap_handler,
+)
 from .keys import Caller, KeySource
 
 _MISSING = "missing API key: send the metadata `authorization: Bearer <key>`"
@@ -47,6 +55,33 @@ class AuthInterceptor(WrappingInterceptor):
     def __init__(self, keys: KeySource) -> None:
         super().__init__()
         self.keys = keys
+        self._refusing: dict[tuple[str, str], Handler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        """The method's handler, or one refusing a call without a known key unread.
+
+        The metadata is all a refusal needs, so a keyless caller costs a few microseconds, not
+        a message received and parsed (`refusing_handler`).
+        """
+        handler = await super().intercept_service(continuation, handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(PROBE_METHODS):
+            return handler
+        caller, refused = self._identify(handler_call_details.invocation_metadata or ())
+        if caller is not None:
+            return handler  # its guard sets the tenant, in the call's own task
+        refusing = self._refusing.get((method, refused))
+        if refusing is None:
+
+            async def refuse(context: Context) -> None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, refused)
+
+            refusing = self._refusing[(method, refused)] = refusing_handler(handler, refuse)
+        return refusing
 
     def covers(self, method: str, handler: Handler) -> bool:
         """Every method but the open ones."""

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
@@ -41,6 +41,10 @@ EventSource = Callable[[UsageMeter], AsyncGenerator[Event]]
 """Starts the core stream of a run (called once, inside the run's task), which tells the meter
 what the run's agents used."""
 
+RefusedBy = Literal["server", "tenant"]
+_REFUSAL_LOG_EVERY_S = 10.0
+"""Overload is logged once per this many seconds, with the count, not once per refused call."""
+
 CONTROL_CHANNEL = "runs:control"
 """Replicas ask each other `cancel <id> <reason>` here (a lost one: CancelRun says RUNNING)."""
 
@@ -59,6 +63,9 @@ class RunObserver(Protocol):
 
         `meter` holds what its agents used, per agent type, however the run ended.
         """
+
+    def run_refused(self, limit: RefusedBy) -> None:
+        """A new run was refused: this replica or the caller's tenant was at its limit."""
 
 
 class RunManager:
@@ -96,6 +103,9 @@ class RunManager:
         self._active = 0
         self._active_by_tenant: dict[str, int] = {}
         """Runs executing per tenant (tenants with none are left out, so it stays small)."""
+        self._refusals: dict[RefusedBy, int] = {"server": 0, "tenant": 0}
+        """Runs refused since the last overload log line, by limit."""
+        self._refusals_logged_at = -_REFUSAL_LOG_EVERY_S
         self._control: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         journal.on_lease_lost = self._lost
@@ -179,13 +189,32 @@ class RunManager:
         """
         limit = self.tenant_max_concurrent
         if limit is not None and self._active_by_tenant.get(tenant, 0) >= limit:
+            self._refused("tenant")
             raise Overloaded(
                 f"this tenant is running its maximum of {limit} concurrent runs; retry shortly"
             )
         if self._active >= self.max_concurrent:
+            self._refused("server")
             raise Overloaded(
                 f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
             )
+
+    def _refused(self, limit: RefusedBy) -> None:
+        if self.observer is not None:
+            self.observer.run_refused(limit)
+        self._refusals[limit] += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= _REFUSAL_LOG_EVERY_S:
+            counts = ", ".join(f"{n} at the {by} limit" for by, n in self._refusals.items() if n)
+            _log.warning(
+                "refusing new runs (RESOURCE_EXHAUSTED): %s since the last such line; "
+                "%d of %d runs executing",
+                counts,
+                self._active,
+                self.max_concurrent,
+            )
+            self._refusals_logged_at = now
+            self._refusals = dict.fromkeys(self._refusals, 0)
 
     def _take_slot(self, tenant: str) -> None:
         self._active += 1
