@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from threading import Thread
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -35,6 +33,7 @@ from .core import (
     ToolCall,
     UsageMeter,
 )
+from .core.failures import redact_urls
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -308,20 +307,6 @@ _DATA_LOGGERS = (
 )
 """Libraries whose INFO and DEBUG lines carry data: request URLs (a URL may hold a token),
 request bodies (prompts), SQL statements with their parameters (saved system prompts)."""
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
-
-
-def redacted_url(url: str) -> str:
-    """`url` as logs may show it: its user, password and query values replaced by `***`."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<url>"
-    netloc = ("***@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host)
-    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit((parts.scheme, netloc + port, parts.path, query, ""))
 
 
 def quiet_data_loggers() -> None:
@@ -332,11 +317,6 @@ def quiet_data_loggers() -> None:
     """
     for name in _DATA_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def redact_urls(text: str) -> str:
-    """`text` with every URL in it redacted (`redacted_url`)."""
-    return _URL.sub(lambda m: redacted_url(m.group()), text) if "://" in text else text
 
 
 class RedactingFilter(logging.Filter):

@@ -34,6 +34,7 @@ from .core import (
     RetryPolicy,
     Unavailable,
 )
+from .core.failures import redacted_url
 from .core.models import ProviderFactory
 from .interceptors import ApiKeys, build_interceptors
 from .interceptors.auth import ApiKeysError
@@ -43,7 +44,6 @@ from .observability import (
     MetricsEndpoint,
     RunStoreCollector,
     quiet_data_loggers,
-    redacted_url,
 )
 from .runs import RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
