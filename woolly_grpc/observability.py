@@ -33,6 +33,7 @@ from .core import (
     ToolCall,
     UsageMeter,
 )
+from .core.failures import redact_urls
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -310,7 +311,40 @@ class MetricsEndpoint:
 
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "mcp", "fastmcp")
+_DATA_LOGGERS = (
+    *("httpx", "httpx2", "httpcore", "httpcore2", "openai", "mcp", "fastmcp"),
+    *("sqlalchemy", "aiosqlite", "asyncpg", "alembic"),
+)
+"""Libraries whose INFO and DEBUG lines carry data: request URLs (a URL may hold a token),
+request bodies (prompts), SQL statements with their parameters (saved system prompts)."""
+
+
+def quiet_data_loggers() -> None:
+    """Keep the libraries that log data to WARNING and above, whatever the log level.
+
+    Called by `server.build` too, so a server embedded under someone else's logging setup
+    holds to it as well.
+    """
+    for name in _DATA_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces the credentials of any URL in a line (message and traceback) with `***`.
+
+    A last line of defence on the handler: an exception's text may quote a URL with a token.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact `record` in place; never drops it."""
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = redact_urls(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_urls(record.exc_text)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -335,7 +369,7 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
@@ -344,11 +378,8 @@ def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     json_lines = settings.log_format == "json"
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(_TEXT_FORMAT))
+    handler.addFilter(RedactingFilter())
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
     # No format here prints them, and looking them up costs on every record (logging HOWTO).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    if settings.log_level != "DEBUG":
-        # The HTTP stack under the model providers and MCP logs every request with its URL at
-        # INFO (a URL may carry a token), and the SDKs chatter below WARNING.
-        for name in _CHATTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_data_loggers()

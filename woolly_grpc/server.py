@@ -37,10 +37,17 @@ from .core import (
     RetryPolicy,
     Unavailable,
 )
+from .core.failures import redacted_url
 from .core.models import ProviderFactory
 from .interceptors import ApiKeys, ApiKeysError, KeyFile, KeySource, build_interceptors
 from .interceptors.keys import FILE_PREFIXES
-from .observability import AgentMetrics, Metrics, MetricsEndpoint, RunStoreCollector
+from .observability import (
+    AgentMetrics,
+    Metrics,
+    MetricsEndpoint,
+    RunStoreCollector,
+    quiet_data_loggers,
+)
 from .runs import RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
 from .service import AgentService
@@ -96,6 +103,7 @@ def build(
         provider_factory: Builds model providers by name; pydantic-ai's reads the environment
             (`OPENAI_API_KEY`, `OPENAI_BASE_URL`, …), tests point theirs at a loopback server.
     """
+    quiet_data_loggers()
     metrics = Metrics()
     limits = Limits(
         max_query_chars=settings.max_query_chars,
@@ -236,6 +244,7 @@ def _run_store(settings: Settings) -> MemoryStore:
 def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
     """The tools agents may call: the MCP server's when one is configured, else the built-ins."""
     if settings.mcp_url:
+        _log.info("agents use the tools of the MCP server at %s", redacted_url(settings.mcp_url))
         return MCPToolset(settings.mcp_url, id="mcp")
     return REPOSITORY_TOOLSET
 

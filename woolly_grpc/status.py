@@ -7,9 +7,10 @@ failure is reported (reachable = false, with the error), not raised.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pydantic_ai.mcp import MCPToolset
 from ._gen.woolly.v1 import agent_service_pb2 as pb
 from .api import VERSION
 from .cache import ResultCache
+from .core.failures import redact_urls
 from .core.models import ModelHealth, Models
 from .observability import Metrics
 from .runs import RunManager
@@ -29,6 +31,9 @@ PROBE_TIMEOUT_S = 0.5
 """Longest any one probe (cache ping, MCP tool listing, disk) may take."""
 
 
+_log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class _Probed:
     """A probe's outcome: how long it took and what it found, or why it failed."""
@@ -36,6 +41,7 @@ class _Probed:
     seconds: float
     value: object = None
     error: str = ""
+    raised: BaseException | None = None
 
 
 class StatusReporter:
@@ -152,6 +158,10 @@ class StatusReporter:
         # A client of its own: the agents' shared toolset keeps its connection undisturbed.
         toolset: MCPToolset[None] = MCPToolset(self.mcp_url, init_timeout=self.timeout_s)
         probed = await self._probe(toolset.list_tools)
+        if probed.raised is not None:  # its text may quote the URL, token and all
+            _log.warning("the MCP server failed its probe: %s", redact_urls(probed.error))
+            said = f"the MCP server is unavailable ({type(probed.raised).__name__})"
+            probed = replace(probed, error=said)
         tools = probed.value if isinstance(probed.value, list) else []
         return _dependency("mcp", probed, probed.seconds), len(tools)
 
@@ -177,7 +187,7 @@ class StatusReporter:
             error = f"no answer within {self.timeout_s:g} s"
             return _Probed(time.perf_counter() - began, error=error)
         except Exception as exc:  # a down dependency is reported, never raised
-            return _Probed(time.perf_counter() - began, error=_describe(exc))
+            return _Probed(time.perf_counter() - began, error=_describe(exc), raised=exc)
         return _Probed(time.perf_counter() - began, value)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RunUsage
 
+from woolly_grpc.core._sandbox import withheld
 from woolly_grpc.core.exceptions import InvalidInput, NotFound
 from woolly_grpc.core.tools import (
     REPOSITORY_TOOLSET,
@@ -154,9 +157,10 @@ def test_list_files_skips_hidden_and_generated_directories(sandbox: Path) -> Non
     for junk in [".venv", "venv", "dist", "build"]:
         (sandbox / junk).mkdir()
         (sandbox / junk / "skipped.py").write_text("x = 1\n")
-    (sandbox / ".env.example").write_text("A=1\n")  # hidden files are listed, hidden dirs are not
+    (sandbox / ".editorconfig").write_text("root = true\n")  # hidden files are listed
+    (sandbox / ".env.example").write_text("A=1\n")  # ... but not `.env*`: they hold secrets
     files = list_files(context(sandbox))
-    assert files == sorted([*CALCULATOR_FILES, ".env.example", "alias.py"])
+    assert files == sorted([*CALCULATOR_FILES, ".editorconfig", "alias.py"])
 
 
 def test_list_files_is_capped(sandbox: Path) -> None:
@@ -482,3 +486,189 @@ async def test_the_toolset_describes_its_tools_to_the_model() -> None:
     read = captured["read_file"].parameters_json_schema
     assert read["required"] == ["path"]
     assert read["properties"]["max_lines"]["default"] == 400
+
+
+# --- secrets, VCS internals, and files that are not the repository's own (contract §4) --------
+
+SECRET = "SECRET-VALUE-7f3a"
+SECRET_FILES = [
+    ".env",
+    ".env.production",
+    ".envrc",
+    "config/.env.local",
+    ".envs/.production/.django",  # cookiecutter-django's layout
+    "server.pem",
+    "tls/server.KEY",
+    "client.p12",
+    "id_rsa",
+    "deploy/id_ed25519_sk",
+    "id_deploy",
+    "id_rsa.bak",
+    ".netrc",
+    ".npmrc",
+    ".pypirc",
+    ".pgpass",
+    ".git-credentials",
+    ".ssh/config",
+    ".aws/credentials",
+    ".git/config",
+    ".git/HEAD",
+    ".hg/hgrc",
+    ".svn/entries",
+    "CVS/Root",
+    "sub/.git",  # a submodule's gitlink file
+]
+
+
+@pytest.fixture
+def secrets_repo(sandbox: Path) -> Path:
+    """The sandbox with a secret in every file the tools must never touch."""
+    for rel in SECRET_FILES:
+        (sandbox / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sandbox / rel).write_text(f"token = {SECRET}\n")
+    (sandbox / "id_rsa.pub").write_text("ssh-ed25519 AAAA public\n")
+    (sandbox / "id_utils.py").write_text("def new_id():\n    return 1\n")
+    (sandbox / "env.py").write_text("ENV = 'dev'\n")
+    return sandbox
+
+
+@pytest.mark.parametrize(
+    ("name", "is_file", "withheld_"),
+    [
+        (".env", True, True),
+        (".env.example", True, True),
+        (".envs", False, True),
+        (".git", False, True),
+        (".GIT", False, True),
+        (".git", True, True),
+        ("_darcs", False, True),
+        ("id_rsa", True, True),
+        ("id_ecdsa", True, True),
+        ("id_rsa_github", True, True),
+        ("id_rsa.old", True, True),
+        ("cert.PEM", True, True),
+        ("id_rsa.pub", True, False),
+        ("id_utils.py", True, False),
+        ("id_map.json", True, False),
+        ("id_generators", False, False),  # a directory: the key rule is for files
+        ("keys.py", True, False),
+        ("environment.yml", True, False),
+        (".gitignore", True, False),
+        (".github", False, False),
+        ("README.md", True, False),
+    ],
+)
+def test_the_withheld_rule(name: str, is_file: bool, withheld_: bool) -> None:
+    assert (withheld(name, is_file=is_file) is not None) is withheld_
+
+
+def test_secret_files_are_never_listed(secrets_repo: Path) -> None:
+    ctx = context(secrets_repo)
+    files = list_files(ctx)
+    assert set(files) == {*CALCULATOR_FILES, "alias.py", "id_rsa.pub", "id_utils.py", "env.py"}
+    info = repository_info(ctx)
+    assert not {".env", "id_rsa", "id_deploy", "server.pem", "CVS/"} & set(info["top_level"])
+    assert info["file_count"] == len(files)
+
+
+@pytest.mark.parametrize("rel", SECRET_FILES)
+def test_secret_files_are_never_read_by_path(secrets_repo: Path, rel: str) -> None:
+    ctx = context(secrets_repo)
+    for tool in (read_file, code_outline):
+        with pytest.raises(ModelRetry, match="is not available") as caught:
+            tool(ctx, rel)
+        assert SECRET not in caught.value.message
+
+
+@pytest.mark.parametrize("directory", [".", ".git", ".envs", ".ssh", "CVS", "sub/.git"])
+def test_secret_files_are_never_searched(secrets_repo: Path, directory: str) -> None:
+    ctx = context(secrets_repo)
+    try:
+        hits = search_code(ctx, SECRET, directory=directory)
+    except ModelRetry as refused:
+        assert "is not available" in refused.message
+    else:
+        assert hits == []
+
+
+def test_a_symlink_to_a_secret_is_withheld(secrets_repo: Path) -> None:
+    (secrets_repo / "settings.txt").symlink_to(".env")
+    (secrets_repo / "gitconfig").symlink_to(".git/config")
+    (secrets_repo / "gitdir").symlink_to(".git", target_is_directory=True)
+    (secrets_repo / "key.txt").symlink_to("id_rsa")
+    ctx = context(secrets_repo)
+    assert not {"settings.txt", "gitconfig", "key.txt"} & set(list_files(ctx))
+    assert "gitdir/" not in repository_info(ctx)["top_level"]
+    assert search_code(ctx, SECRET) == []
+    for path in ["settings.txt", "gitconfig", "gitdir/config", "key.txt"]:
+        with pytest.raises(ModelRetry, match="is not available"):
+            read_file(ctx, path)
+
+
+def test_fifos_are_skipped_and_refused(sandbox: Path) -> None:
+    os.mkfifo(sandbox / "pipe.txt")
+    (sandbox / "link_to_pipe.txt").symlink_to("pipe.txt")
+    ctx = context(sandbox)
+    # A FIFO opened for reading blocks until a writer comes: if the tools opened it, this
+    # test would hang until its timeout rather than fail.
+    assert search_code(ctx, "divide", max_results=500)
+    assert not {"pipe.txt", "link_to_pipe.txt"} & set(list_files(ctx))
+    for path in ["pipe.txt", "link_to_pipe.txt"]:
+        with pytest.raises(ModelRetry, match="not a regular file"):
+            read_file(ctx, path)
+        with pytest.raises(ModelRetry, match="not a regular file"):
+            code_outline(ctx, path)
+
+
+def test_devices_are_refused(sandbox: Path) -> None:
+    try:
+        os.mknod(sandbox / "zero", 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's twin
+    except PermissionError:
+        pytest.skip("making a device needs root")
+    ctx = context(sandbox)
+    assert "zero" not in list_files(ctx)
+    assert search_code(ctx, "divide")  # reading /dev/zero would never end
+    with pytest.raises(ModelRetry, match="not a regular file"):
+        read_file(ctx, "zero")
+
+
+def test_hard_links_are_refused(sandbox: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside" / "passwd"
+    outside.write_text(f"root:{SECRET}:0:0\n")
+    os.link(outside, sandbox / "passwd.txt")
+    ctx = context(sandbox)
+    assert "passwd.txt" not in list_files(ctx)
+    assert search_code(ctx, SECRET) == []
+    with pytest.raises(ModelRetry, match="other hard links"):
+        read_file(ctx, "passwd.txt")
+
+
+LONG_PATHS = ["a" * 5000, "a/" * 600, "x" * 256 + ".py", "src/" + "y" * 300]
+
+
+@pytest.mark.parametrize("tool", ["read_file", "code_outline", "list_files", "search_code"])
+@pytest.mark.parametrize("path", LONG_PATHS, ids=["5000", "deep", "name256", "nested300"])
+def test_a_path_too_long_is_a_retry(calc: RunContext[RepoDeps], tool: str, path: str) -> None:
+    with pytest.raises(ModelRetry, match="too long") as caught:
+        call_with_path(calc, tool, path)
+    assert path not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("README.md/inside", "does not exist"),
+        ("calculator/nope/x.py", "does not exist"),
+        ("", "is a directory"),
+        ("a" * 255, "does not exist"),  # the longest name Linux allows is merely missing
+    ],
+)
+def test_other_bad_paths_are_retries(calc: RunContext[RepoDeps], path: str, said: str) -> None:
+    for tool in (read_file, code_outline):
+        with pytest.raises(ModelRetry, match=said):
+            tool(calc, path)
+
+
+def test_list_files_refuses_a_huge_pattern(calc: RunContext[RepoDeps]) -> None:
+    with pytest.raises(ModelRetry, match="pattern"):
+        list_files(calc, pattern="*" * 10_000)

@@ -1,4 +1,8 @@
-"""The built-in repository tools: read-only, and never outside the repository (`_sandbox.py`)."""
+"""The built-in repository tools: read-only, on the repository's own regular files only.
+
+What they may read is decided in `_sandbox.py`: never outside the repository, never VCS
+internals or files that usually hold secrets, never FIFOs, devices or hard-linked files.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,14 @@ from pydantic_ai.toolsets import FunctionToolset
 
 from ._outline import python_definitions
 from ._sandbox import (
+    RepoFile,
+    UnreadableFile,
     is_inside,
     is_skipped,
+    open_file,
+    open_regular,
     repository_name_problem,
     resolve_repository,
-    safe_path,
     walk_files,
 )
 
@@ -35,6 +42,7 @@ __all__ = [
 _MAX_LISTED = 1000
 _MAX_READ_BYTES = 64 * 1024
 _MAX_SCANNED_BYTES = 1024 * 1024
+_MAX_PATTERN_CHARS = 200
 _LANGUAGES = {
     ".py": "Python", ".pyi": "Python", ".js": "JavaScript", ".mjs": "JavaScript",
     ".jsx": "JavaScript", ".ts": "TypeScript", ".tsx": "TypeScript", ".go": "Go", ".rs": "Rust",
@@ -70,30 +78,43 @@ def _language(path: str) -> str:
     return _LANGUAGES.get(PurePosixPath(path).suffix.lower(), "Other")
 
 
-def _is_binary(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return b"\x00" in handle.read(8 * 1024)
+def _is_binary(head: bytes) -> bool:
+    return b"\x00" in head[: 8 * 1024]
 
 
-def _manifest(path: Path, parse: Callable[[str], Any]) -> dict[str, Any]:
-    """A parsed pyproject.toml or package.json; empty when unreadable or malformed."""
+def _read_scanned(file: RepoFile) -> bytes | None:
+    """The bytes of a walked file, if it is still a readable regular file of at most 1 MiB."""
+    if file.size > _MAX_SCANNED_BYTES:
+        return None
     try:
-        data = parse(path.read_text("utf-8"))
-    except (OSError, ValueError):  # includes TOML, JSON and UTF-8 decode errors
+        with open_regular(file.path) as handle:
+            data = handle.read(_MAX_SCANNED_BYTES + 1)
+    except (OSError, UnreadableFile):  # gone or replaced since the walk: skip it
+        return None
+    return data if len(data) <= _MAX_SCANNED_BYTES else None
+
+
+def _manifest(file: RepoFile | None, parse: Callable[[str], Any]) -> dict[str, Any]:
+    """A parsed pyproject.toml or package.json; empty when missing, unreadable or malformed."""
+    data = _read_scanned(file) if file is not None else None
+    try:
+        parsed = parse(data.decode("utf-8")) if data is not None else None
+    except ValueError:  # includes TOML, JSON and UTF-8 decode errors
         return {}
-    return data if isinstance(data, dict) else {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
-def _entry_points(root: Path, paths: list[str]) -> list[str]:
+def _entry_points(files: dict[str, RepoFile]) -> list[str]:
+    paths = list(files)
     found = [p for p in paths if PurePosixPath(p).name in _ENTRY_NAMES]
-    found += [name for name in ("Makefile", "Dockerfile") if name in paths]
-    if "pyproject.toml" in paths:  # `paths` holds no symlink out of the root
-        project = _manifest(root / "pyproject.toml", tomllib.loads).get("project")
+    found += [name for name in ("Makefile", "Dockerfile") if name in files]
+    if "pyproject.toml" in files:  # walked files hold no symlink out of the root
+        project = _manifest(files["pyproject.toml"], tomllib.loads).get("project")
         scripts = project.get("scripts") if isinstance(project, dict) else None
         if isinstance(scripts, dict):
             found += [f"pyproject.toml [project.scripts] {k} = {v}" for k, v in scripts.items()]
-    if "package.json" in paths:
-        package = _manifest(root / "package.json", json.loads)
+    if "package.json" in files:
+        package = _manifest(files["package.json"], json.loads)
         if isinstance(package.get("main"), str):
             found.append(f"package.json main = {package['main']}")
         bins = package.get("bin")
@@ -114,25 +135,24 @@ def repository_info(ctx: RunContext[RepoDeps]) -> dict[str, Any]:
     Call this first to get oriented before listing or reading files.
     """
     root = ctx.deps.root
-    files = walk_files(root, ".")
-    paths = [rel for rel, _ in files]
+    files = {file.rel: file for file in walk_files(root, ".")}
     top = [
         entry.name + "/" if entry.is_dir() else entry.name
         for entry in sorted(root.iterdir())
         if not is_skipped(entry.name)
-        if not entry.is_symlink() or is_inside(root, entry)
+        if (entry.is_dir() and is_inside(root, entry)) or entry.name in files
     ]
-    readmes = [p for p in paths if "/" not in p and p.lower().startswith("readme")]
-    languages = Counter(_language(p) for p in paths)
+    readmes = [p for p in files if "/" not in p and p.lower().startswith("readme")]
+    languages = Counter(_language(p) for p in files)
     return {
         "name": ctx.deps.repository,
-        "file_count": len(paths),
-        "total_bytes": sum(path.stat().st_size for _, path in files),
+        "file_count": len(files),
+        "total_bytes": sum(file.size for file in files.values()),
         "languages": dict(sorted(languages.items(), key=lambda item: (-item[1], item[0]))),
         "top_level": top,
         "readme": min(readmes, key=lambda p: (not p.lower().endswith(".md"), p), default=None),
-        "entry_points": _entry_points(root, paths),
-        "test_files": sum(is_test_path(p) for p in paths),
+        "entry_points": _entry_points(files),
+        "test_files": sum(is_test_path(p) for p in files),
     }
 
 
@@ -140,16 +160,19 @@ def repository_info(ctx: RunContext[RepoDeps]) -> dict[str, Any]:
 def list_files(ctx: RunContext[RepoDeps], directory: str = ".", pattern: str = "*") -> list[str]:
     """List the files under a directory, recursively, as repository-relative paths.
 
-    Hidden, dependency and build directories are skipped. At most 1000 paths are returned;
-    then the last entry says how many were left out.
+    Hidden, dependency and build directories are skipped, and so are files that usually hold
+    secrets (`.env`, keys). At most 1000 paths are returned; then the last entry says how many
+    were left out.
 
     Args:
         ctx: The run context.
         directory: A directory relative to the repository root; `.` is the root.
         pattern: A shell-style pattern the file name must match, e.g. `*.py` or `test_*`.
     """
+    if len(pattern) > _MAX_PATTERN_CHARS:
+        raise ModelRetry(f"The pattern is over {_MAX_PATTERN_CHARS} characters; use e.g. `*.py`.")
     files = walk_files(ctx.deps.root, directory)
-    names = [rel for rel, path in files if fnmatch.fnmatch(path.name, pattern)]
+    names = [f.rel for f in files if fnmatch.fnmatch(PurePosixPath(f.rel).name, pattern)]
     if len(names) > _MAX_LISTED:
         left_out = len(names) - _MAX_LISTED
         return [*names[:_MAX_LISTED], f"... {left_out} more files not listed; narrow the directory"]
@@ -168,16 +191,13 @@ def read_file(
         start_line: The first line to return, counting from 1.
         max_lines: How many lines to return at most.
     """
-    target = safe_path(ctx.deps.root, path)
-    if target.is_dir():
-        raise ModelRetry(f"`{path}` is a directory; use list_files(directory={path!r}) instead.")
-    if not target.is_file():
-        raise ModelRetry(f"`{path}` does not exist; use list_files to see which files exist.")
     if start_line < 1 or max_lines < 1:
         raise ModelRetry("start_line and max_lines must both be at least 1.")
-    if _is_binary(target):
-        return f"[`{path}` is a binary file ({target.stat().st_size} bytes); it has no text]"
-    with target.open("rb") as handle:
+    handle, size = open_file(ctx.deps.root, path)
+    with handle:
+        if _is_binary(handle.read(8 * 1024)):
+            return f"[`{path}` is a binary file ({size} bytes); it has no text]"
+        handle.seek(0)
         for _ in range(start_line - 1):
             if not handle.readline():  # past the end: stop, whatever start_line the model sent
                 return f"[`{path}` has fewer than {start_line} lines]"
@@ -231,14 +251,15 @@ def search_code(
     if not needle or max_results < 1:
         raise ModelRetry("Give a non-empty query and max_results of at least 1.")
     hits: list[str] = []
-    for rel, path in walk_files(ctx.deps.root, directory):
-        if path.stat().st_size > _MAX_SCANNED_BYTES or _is_binary(path):
+    for file in walk_files(ctx.deps.root, directory):
+        data = _read_scanned(file)
+        if data is None or _is_binary(data):
             continue
-        for number, line in enumerate(path.read_text("utf-8", "replace").splitlines(), start=1):
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
             if needle in line.casefold():
                 if len(hits) == max_results:
                     return [*hits, "... more matches not shown; narrow the query or directory"]
-                hits.append(f"{rel}:{number}: {line.strip()[:200]}")
+                hits.append(f"{file.rel}:{number}: {line.strip()[:200]}")
     return hits
 
 
@@ -253,13 +274,12 @@ def code_outline(ctx: RunContext[RepoDeps], path: str) -> dict[str, Any]:
         ctx: The run context.
         path: The file, relative to the repository root.
     """
-    target = safe_path(ctx.deps.root, path)
-    if not target.is_file():
-        raise ModelRetry(f"`{path}` is not a file; use list_files to see which files exist.")
+    handle, size = open_file(ctx.deps.root, path)
     path, language = PurePosixPath(path).as_posix(), _language(path).lower()
-    if target.stat().st_size > _MAX_SCANNED_BYTES:
-        return {"path": path, "language": language, "error": "the file is over 1 MiB"}
-    text = target.read_text("utf-8", "replace")
+    with handle:
+        if size > _MAX_SCANNED_BYTES:
+            return {"path": path, "language": language, "error": "the file is over 1 MiB"}
+        text = handle.read(_MAX_SCANNED_BYTES).decode("utf-8", "replace")
     lines = len(text.splitlines())
     if language != "python":
         return {"path": path, "language": language, "lines": lines}

@@ -144,7 +144,11 @@ class AgentDatabase:
         else:
             connect_args = {"timeout": _CONNECT_TIMEOUT_S}
         self._engine = create_async_engine(
-            self.url, pool_pre_ping=self.kind == "postgresql", connect_args=connect_args
+            self.url,
+            pool_pre_ping=self.kind == "postgresql",
+            connect_args=connect_args,
+            # Parameters are tenants' data (system prompts): never in logs or error texts.
+            hide_parameters=True,
         )
         if self.kind == "sqlite":
             _sqlite_transactions(self._engine.sync_engine)

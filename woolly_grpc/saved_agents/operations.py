@@ -7,6 +7,7 @@ core's `SavedAgent` for runs; `database.AgentDatabase` only persists.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from woolly_grpc.core import FieldViolation, InvalidInput, NotFound, SavedAgent, Unavailable
+from woolly_grpc.core.failures import redact_urls
 from woolly_grpc.core.tools import repository_name_problem
 
 from .rules import (
@@ -31,6 +33,8 @@ from .rules import (
 
 if TYPE_CHECKING:
     from .database import AgentDatabase
+
+_log = logging.getLogger(__name__)
 
 MAX_REQUEST_ID_CHARS = 64
 _UPDATE_ATTEMPTS = 5
@@ -163,7 +167,9 @@ def toolset_names(toolset: AbstractToolset[Any]) -> ToolNames:
             try:
                 return frozenset(tool.name for tool in await toolset.list_tools())
             except Exception as exc:
-                raise Unavailable(f"cannot list the MCP server's tools: {exc}") from exc
+                # Its text may quote the server's URL, token and all: the log gets it redacted.
+                _log.warning("cannot list the MCP server's tools: %s", redact_urls(str(exc)))
+                raise Unavailable("cannot list the MCP server's tools: it is unavailable") from exc
         return None
 
     return names
