@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpc import StatusCode as S
@@ -217,3 +218,38 @@ async def test_a_burst_of_streams_ends_ok_or_resource_exhausted_and_health_answe
     assert S.OK in codes
     assert set(answers) == {"OK"}, collections.Counter(answers)
     print(f"{collections.Counter(c.name for c in codes)}; {len(answers)} health checks")
+
+
+@pytest.mark.timeout(180)
+async def test_replays_to_clients_that_read_nothing_share_the_cached_entry(
+    repos_root: Path, tmp_path: Path
+) -> None:
+    """500 cache-hit StreamExecute replays of a 200 KB stream whose clients read nothing: the
+    server's peak memory grows by at most 50 MiB, and is back within 50 MiB of where it was once
+    they go (before, each replay copied the entry: +112 MiB, kept)."""
+    env = {"GRPC_VERBOSITY": "ERROR"}
+    async with serving(*flags(repos_root.parent / "pypi", tmp_path), env=env) as served:
+        channels = [
+            aio.insecure_channel(served.address, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(10)
+        ]
+        stubs = [agent_service_pb2_grpc.AgentServiceStub(c) for c in channels]
+        request = agent_service_pb2.StreamExecuteRequest(
+            repository_name="boltons", agent_type=type_value("documentation"), user_query="docs"
+        )
+        first = [m async for m in stubs[0].StreamExecute(request, timeout=120)]
+        assert sum(m.ByteSize() for m in first) > 100_000
+        rss_before, _ = served.memory_mib()
+        replays = [stubs[i % 10].StreamExecute(request, timeout=120) for i in range(500)]
+        await asyncio.gather(*(call.initial_metadata() for call in replays))
+        hits: list[Any] = [await call.read() for call in replays]  # one each, then nothing
+        _, peak = served.memory_mib()
+        for call in replays:
+            call.cancel()
+        for channel in channels:
+            await channel.close()
+        rss_after, _ = served.memory_mib()
+
+    assert {m.run_id for m in hits} == {first[0].run_id}  # all served from the cache
+    assert peak - rss_before <= 50, f"peak memory grew {peak - rss_before} MiB"
+    assert rss_after - rss_before <= 50, f"{rss_after - rss_before} MiB kept"

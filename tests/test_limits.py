@@ -18,6 +18,7 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from tests.helpers import details, read, read_rest, type_value, violations
+from tests.support.models import Gate
 from tests.support.redis_server import RedisServer
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from woolly_grpc.cache import ResultCache
@@ -69,7 +70,7 @@ async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(
 ) -> None:
     """Refused runs are RESOURCE_EXHAUSTED with RetryInfo, counted by limit, and logged once
     per interval with their number (not once per call)."""
-    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.manager")
+    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.limits")
     gate = asyncio.Event()
 
     async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
@@ -85,7 +86,7 @@ async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(
         refused = await rpc_error(srv.stub.Execute(_execute("second"), timeout=10))
         more = [await rpc_error(srv.stub.Execute(_execute(f"more {i}"))) for i in range(5)]
         counted = srv.app.metrics.registry.get_sample_value(
-            "agent_runs_refused_total", {"limit": "server"}
+            "overload_refusals_total", {"limit": "server"}
         )
         # The same call joins the run in flight: it is not a second run.
         joined = srv.stub.StreamExecute(stream_request("first"), timeout=30)
@@ -98,7 +99,7 @@ async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(
     assert "maximum of 1 runs" in details(refused)
     assert {e.code() for e in more} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert counted == 6
-    said = [r.getMessage() for r in caplog.records if "refusing new runs" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "refusing work" in r.getMessage()]
     assert len(said) == 1 and "1 at the server limit" in said[0]
     status = rpc_status.from_call(refused)  # type: ignore[arg-type]
     assert status is not None
@@ -285,3 +286,32 @@ async def test_a_stored_result_never_outlives_the_maximum() -> None:
 
     assert entry is not None
     assert entry.expires_at - entry.created_at == pytest.approx(120)
+
+
+async def test_replays_beyond_their_limit_are_refused_and_counted(settings: Settings) -> None:
+    """Streams of stored events hold a replay slot while they last: one WatchRun following a
+    live run holds the only slot, a second is RESOURCE_EXHAUSTED, and once the first ends a
+    third is served (the run limit is not what refused it: the run had room)."""
+    gate = Gate()
+    one = settings.model_copy(update={"max_concurrent_replays": 1})
+    async with running_server(one, model=FunctionModel(stream_function=gate.stream)) as srv:
+        call = srv.stub.StreamExecute(stream_request("watched"), timeout=30)
+        run_id = (await read(call)).run_id
+
+        def watch() -> Any:
+            return srv.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=run_id), timeout=30)
+
+        first = watch()
+        await read(first)
+        refused = await rpc_error(read_rest(watch()))
+        gate.open.set()
+        await read_rest(first)
+        third = await read_rest(watch())
+        counted = srv.app.metrics.registry.get_sample_value(
+            "overload_refusals_total", {"limit": "replays"}
+        )
+
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "replaying its maximum of 1 streams" in details(refused)
+    assert third[-1].WhichOneof("event") == "completed"
+    assert counted == 1

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     tenant_max_concurrent_runs: int | None = Field(None, ge=1)
     """Most runs one tenant may have executing at once on this replica; more get
     RESOURCE_EXHAUSTED. Unset = only `max_concurrent_runs` applies."""
+    max_concurrent_replays: int = Field(512, ge=1)
+    """Most streams answered from stored events at once (cache-hit StreamExecute and
+    ExecuteChain, WatchRun); more get RESOURCE_EXHAUSTED. A client that reads nothing holds its
+    stream in memory (up to its HTTP/2 window, ~4 MiB, before writes wait): this bounds that."""
     max_message_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     """Largest accepted gRPC message. The largest valid request is about 0.7 MB (a 100,000
     character query of 4-byte characters and a 256 KiB context); the headroom is for contexts

@@ -131,9 +131,9 @@ class Metrics:
         self.active_agents = Gauge(
             "active_agents", "Runs executing on this replica now.", registry=registry
         )
-        self.agent_runs_refused = Counter(
-            "agent_runs_refused",
-            "New runs refused RESOURCE_EXHAUSTED, by the limit reached (server or tenant).",
+        self.overload_refusals = Counter(
+            "overload_refusals",
+            "Calls refused RESOURCE_EXHAUSTED at a limit: new runs (server, tenant), replays.",
             ["limit"],
             registry=registry,
         )
@@ -260,10 +260,6 @@ class AgentMetrics:
                     if step in timing.first_text:
                         began = timing.step_began.get(step, timing.began)
                         m.agent_ttft.labels(label).observe(timing.first_text[step] - began)
-
-    def run_refused(self, limit: str) -> None:
-        """Count a run refused at a limit."""
-        self.metrics.agent_runs_refused.labels(limit).inc()
 
     def run_ended(self, run: run_pb2.Run, meter: UsageMeter) -> None:
         """Count the run by its final status, observe its duration, count its tokens."""

@@ -48,7 +48,7 @@ from .observability import (
     RunStoreCollector,
     quiet_data_loggers,
 )
-from .runs import RunJournal, RunManager
+from .runs import Refusals, ReplaySlots, RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
 from .service import AgentService
 from .status import StatusReporter
@@ -158,7 +158,9 @@ def build(
         max_pending_bytes=settings.run_outage_buffer_bytes,
     )
     metrics.registry.register(RunStoreCollector(journal))
-    runs = RunManager(journal, settings, observer=AgentMetrics(metrics))
+    refusals = Refusals(lambda limit: metrics.overload_refusals.labels(limit).inc())
+    runs = RunManager(journal, settings, observer=AgentMetrics(metrics), refusals=refusals)
+    replays = ReplaySlots(settings.max_concurrent_replays, refusals)
     try:
         agents = SavedAgents(
             AgentDatabase(settings.database_url, timeout_s=settings.db_timeout_s),
@@ -178,6 +180,7 @@ def build(
             metrics=metrics,
             key_extras=agent_revisions,
             api_keys=keys,
+            replays=replays,
         ),
         options=_server_options(settings),
     )
@@ -200,6 +203,7 @@ def build(
         status=status,
         agents=agents,
         cache=cache if settings.cache_enabled else None,
+        replays=replays,
     )
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()

@@ -17,7 +17,7 @@ from .api import RUN_ENDED_TRAILER, RUN_ID_METADATA
 from .cache import CachePolicy, ResultCache, StepResultCache
 from .core import AgentRunner, ChainRunner, FailedPrecondition, InvalidInput
 from .errors import abort, map_core_errors
-from .runs import RunManager
+from .runs import ReplaySlots, RunManager
 
 if TYPE_CHECKING:
     from .saved_agents import SavedAgents
@@ -59,6 +59,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         status: StatusReporter,
         agents: SavedAgents,
         cache: ResultCache | None,
+        replays: ReplaySlots,
     ) -> None:
         self.runner = runner
         self.chains = chains
@@ -66,6 +67,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         self.status = status
         self.agents = agents
         self.cache = cache
+        self.replays = replays
 
     async def ListAgentTypes(
         self, request: pb.ListAgentTypesRequest, context: Context
@@ -113,10 +115,14 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             if request.after_sequence < 0:
                 raise InvalidInput.one("after_sequence", "must be 0 or more")
             await self.runs.get(request.run_id, tenant=_tenant())
-        async for message in self._relay(
-            request.run_id, context, pb.WatchRunResponse, request.after_sequence
-        ):
-            yield message
+            self.replays.take()
+        try:
+            async for message in self._relay(
+                request.run_id, context, pb.WatchRunResponse, request.after_sequence
+            ):
+                yield message
+        finally:
+            self.replays.give_back()
 
     async def RetryRun(self, request: pb.RetryRunRequest, context: Context) -> pb.RetryRunResponse:
         async with map_core_errors(context):

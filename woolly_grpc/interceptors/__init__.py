@@ -6,6 +6,7 @@ from grpc import aio
 
 from woolly_grpc.cache import ResultCache
 from woolly_grpc.observability import Metrics
+from woolly_grpc.runs import ReplaySlots
 
 from .auth import AuthInterceptor
 from .caching import CACHED_METHODS, CachingInterceptor, KeyExtras
@@ -30,6 +31,7 @@ __all__ = [
 def build_interceptors(
     cache: ResultCache | None,
     *,
+    replays: ReplaySlots,
     metrics: Metrics | None = None,
     key_extras: KeyExtras | None = None,
     api_keys: KeySource | None = None,
@@ -43,6 +45,7 @@ def build_interceptors(
 
     Args:
         cache: The result cache, or None when it is turned off.
+        replays: Bounds the cache hits replayed at once (with WatchRun).
         metrics: Where the gRPC metrics go; None leaves the metrics interceptor out.
         key_extras: What cache keys add beyond the request (saved agents' revisions).
         api_keys: The keys callers must present (fixed, or a followed key file); None turns
@@ -55,5 +58,5 @@ def build_interceptors(
         chain.append(AuthInterceptor(api_keys))
     chain.append(DecodingInterceptor())
     if cache is not None:
-        chain.append(CachingInterceptor(cache, key_extras))
+        chain.append(CachingInterceptor(cache, key_extras, replays))
     return chain

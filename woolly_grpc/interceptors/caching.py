@@ -20,7 +20,9 @@ from woolly_grpc import calls
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc.api import AGE_TRAILER, CACHE_TRAILER, agent_type_label, method_path
 from woolly_grpc.cache import CachePolicy, Entry, ResultCache
+from woolly_grpc.core import Overloaded
 from woolly_grpc.errors import abort, to_status
+from woolly_grpc.runs import ReplaySlots
 
 from ._handlers import (
     Context,
@@ -59,12 +61,19 @@ class CachingInterceptor(WrappingInterceptor):
         cache: The result cache.
         key_extras: Adds to each request's key what its bytes do not say, e.g. the revisions of
             the saved agents it names, so that editing an agent never serves a stale answer.
+        replays: Bounds the streamed hits replayed at once.
     """
 
-    def __init__(self, cache: ResultCache, key_extras: KeyExtras | None = None) -> None:
+    def __init__(
+        self,
+        cache: ResultCache,
+        key_extras: KeyExtras | None,
+        replays: ReplaySlots,
+    ) -> None:
         super().__init__()
         self.cache = cache
         self.key_extras = key_extras
+        self.replays = replays
 
     def covers(self, method: str, handler: Handler) -> bool:
         """The cacheable methods."""
@@ -138,8 +147,16 @@ class CachingInterceptor(WrappingInterceptor):
         context.set_trailing_metadata(((CACHE_TRAILER, "hit"), (AGE_TRAILER, str(age))))
         if not streaming:
             return entry.messages[0]
-        for raw in entry.messages:
-            await context.write(raw)
+        try:
+            self.replays.take()
+        except Overloaded as exc:
+            await abort(context, to_status(exc))
+            raise
+        try:
+            for raw in entry.messages:
+                await context.write(raw)
+        finally:
+            self.replays.give_back()
         return None
 
 

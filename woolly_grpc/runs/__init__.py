@@ -2,10 +2,20 @@
 
 `manager.RunManager` starts, finds, follows and cancels runs; `owned.OwnedRun` is a run this
 replica executes; `journal.RunJournal` shares runs with other replicas through the store;
-`flights.Flights` lets identical calls share the run in flight.
+`flights.Flights` lets identical calls share the run in flight; `limits` is what a full replica
+refuses.
 """
 
 from .journal import RunJournal
+from .limits import Refusals, ReplaySlots
 from .manager import CONTROL_CHANNEL, EventSource, RunManager, RunObserver
 
-__all__ = ["CONTROL_CHANNEL", "EventSource", "RunJournal", "RunManager", "RunObserver"]
+__all__ = [
+    "CONTROL_CHANNEL",
+    "EventSource",
+    "Refusals",
+    "ReplaySlots",
+    "RunJournal",
+    "RunManager",
+    "RunObserver",
+]

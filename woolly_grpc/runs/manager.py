@@ -19,17 +19,18 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from woolly_grpc._gen.woolly.v1 import run_pb2
-from woolly_grpc.core import AgentType, Event, Overloaded, Unavailable, UsageMeter
+from woolly_grpc.core import AgentType, Event, Unavailable, UsageMeter
 from woolly_grpc.store import StoreError
 
 from .flights import Flights
 from .journal import OWNER_STOPPED, RunJournal, unknown_run
+from .limits import Refusals
 from .owned import OwnedRun
 
 if TYPE_CHECKING:
@@ -40,10 +41,6 @@ _log = logging.getLogger(__name__)
 EventSource = Callable[[UsageMeter], AsyncGenerator[Event]]
 """Starts the core stream of a run (called once, inside the run's task), which tells the meter
 what the run's agents used."""
-
-RefusedBy = Literal["server", "tenant"]
-_REFUSAL_LOG_EVERY_S = 10.0
-"""Overload is logged once per this many seconds, with the count, not once per refused call."""
 
 CONTROL_CHANNEL = "runs:control"
 """Replicas ask each other `cancel <id> <reason>` here (a lost one: CancelRun says RUNNING)."""
@@ -64,9 +61,6 @@ class RunObserver(Protocol):
         `meter` holds what its agents used, per agent type, however the run ended.
         """
 
-    def run_refused(self, limit: RefusedBy) -> None:
-        """A new run was refused: this replica or the caller's tenant was at its limit."""
-
 
 class RunManager:
     """Starts runs, keeps their logs and records, and lets readers replay and follow them.
@@ -79,10 +73,16 @@ class RunManager:
         settings: The `max_concurrent_runs`, `tenant_max_concurrent_runs`, `orphan_grace_s`
             and `run_*` settings.
         observer: Sees every run's events (metrics).
+        refusals: Counts and logs the runs refused at a limit.
     """
 
     def __init__(
-        self, journal: RunJournal, settings: Settings, *, observer: RunObserver | None = None
+        self,
+        journal: RunJournal,
+        settings: Settings,
+        *,
+        observer: RunObserver | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self.journal = journal
         self.max_concurrent = settings.max_concurrent_runs
@@ -95,6 +95,7 @@ class RunManager:
         self.memory_min_s = settings.run_memory_min_s
         self.retention_s = settings.run_retention_s
         self.observer = observer
+        self.refusals = refusals or Refusals()
         self.closing = False
         """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
         self.lease_s = settings.run_lease_s
@@ -103,9 +104,6 @@ class RunManager:
         self._active = 0
         self._active_by_tenant: dict[str, int] = {}
         """Runs executing per tenant (tenants with none are left out, so it stays small)."""
-        self._refusals: dict[RefusedBy, int] = {"server": 0, "tenant": 0}
-        """Runs refused since the last overload log line, by limit."""
-        self._refusals_logged_at = -_REFUSAL_LOG_EVERY_S
         self._control: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         journal.on_lease_lost = self._lost
@@ -189,32 +187,13 @@ class RunManager:
         """
         limit = self.tenant_max_concurrent
         if limit is not None and self._active_by_tenant.get(tenant, 0) >= limit:
-            self._refused("tenant")
-            raise Overloaded(
-                f"this tenant is running its maximum of {limit} concurrent runs; retry shortly"
+            raise self.refusals.refuse(
+                "tenant", f"this tenant is running its maximum of {limit} concurrent runs"
             )
         if self._active >= self.max_concurrent:
-            self._refused("server")
-            raise Overloaded(
-                f"the server is running its maximum of {self.max_concurrent} runs; retry shortly"
+            raise self.refusals.refuse(
+                "server", f"the server is running its maximum of {self.max_concurrent} runs"
             )
-
-    def _refused(self, limit: RefusedBy) -> None:
-        if self.observer is not None:
-            self.observer.run_refused(limit)
-        self._refusals[limit] += 1
-        now = time.monotonic()
-        if now - self._refusals_logged_at >= _REFUSAL_LOG_EVERY_S:
-            counts = ", ".join(f"{n} at the {by} limit" for by, n in self._refusals.items() if n)
-            _log.warning(
-                "refusing new runs (RESOURCE_EXHAUSTED): %s since the last such line; "
-                "%d of %d runs executing",
-                counts,
-                self._active,
-                self.max_concurrent,
-            )
-            self._refusals_logged_at = now
-            self._refusals = dict.fromkeys(self._refusals, 0)
 
     def _take_slot(self, tenant: str) -> None:
         self._active += 1
