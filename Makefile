@@ -28,7 +28,7 @@ format: $(STAMP) ## Format and autofix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-lint: $(STAMP) ## ruff, mypy (strict), buf lint, generated stubs fresh, hadolint, k8s manifests
+lint: $(STAMP) ## ruff, mypy, buf lint, stubs fresh, hadolint, k8s manifests, alert rules
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -36,6 +36,7 @@ lint: $(STAMP) ## ruff, mypy (strict), buf lint, generated stubs fresh, hadolint
 	PATH="$(BIN):$$PATH" bash scripts/gen_protos.sh --check
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/kubernetes-validate --strict --quiet deploy/k8s/*.yaml
+	promtool check rules deploy/prometheus/*.yaml
 
 typecheck: $(STAMP) ## mypy only
 	$(BIN)/mypy

@@ -13,7 +13,8 @@ Options:
 - `--no-grpc-metrics`: no metrics interceptor (bench only, to measure its cost);
 - `--access-log`: the per-RPC JSON log line (INFO, on stderr).
 
-Other settings come from `WOOLLY_*` variables as usual (e.g. `WOOLLY_MAX_CONCURRENT_RUNS`).
+Other settings come from `WOOLLY_*` variables as usual (e.g. `WOOLLY_MAX_CONCURRENT_RUNS`), and
+tracing from `OTEL_*` ones, as `woolly-grpc serve` reads them.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from woolly_grpc.config import Settings
 from woolly_grpc.interceptors import build_interceptors
 from woolly_grpc.observability import configure_logging
 from woolly_grpc.server import App, build, start, tune_gc
+from woolly_grpc.tracing import tracer_provider_from_environment
 
 REPOS_ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "repos"
 
 
 def _build(settings: Settings, model: Model | None, grpc_metrics: bool) -> App:
     if grpc_metrics:
-        return build(settings, model=model)
+        return build(settings, model=model, tracer_provider=tracer_provider_from_environment())
 
     def without_metrics(cache: Any, **options: Any) -> Any:
         return build_interceptors(cache, **{**options, "metrics": None})

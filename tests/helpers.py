@@ -6,7 +6,7 @@ import asyncio
 import socket
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -104,6 +104,9 @@ class Scrape:
     """One /metrics page, parsed: sample values by name and labels."""
 
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+    families: dict[str, str] = field(default_factory=dict)
+    """Every metric family on the page, sampled or not, with its type (`counter`, …); counters
+    are named without `_total`, as the parser names them."""
 
     def get(self, name: str, **labels: str) -> float:
         """The sample with exactly these labels; 0 when it does not exist (yet)."""
@@ -127,9 +130,10 @@ async def scrape_metrics(port: int) -> Scrape:
             return str(response.read().decode())
 
     text = await asyncio.to_thread(fetch)
+    families = list(text_string_to_metric_families(text))
     samples = {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in families
         for sample in family.samples
     }
-    return Scrape(samples)
+    return Scrape(samples, {family.name: family.type for family in families})

@@ -23,7 +23,17 @@ SPINE = {
     "status",
     "testing",
 }
-SUBSYSTEMS = {"cache", "cli", "client", "core", "interceptors", "runs", "saved_agents", "store"}
+SUBSYSTEMS = {
+    "cache",
+    "cli",
+    "client",
+    "core",
+    "interceptors",
+    "runs",
+    "saved_agents",
+    "store",
+    "tracing",
+}
 BANNED_IN_CORE = ("grpc", "google.protobuf", "prometheus_client", "redis", "woolly_grpc._gen")
 
 

@@ -1,11 +1,12 @@
 """What the interceptors and the servicer learn about one RPC: the package's only ContextVar.
 
 Each field has one writer. The auth interceptor sets `tenant`; the caching interceptor sets
-`cache_key`, `cache_outcome` and records `sent`; the servicer sets `run_id` and `joined`. The
-metrics interceptor reads them all for the call's access-log line. Nothing below the servicer
-reads this module: the servicer passes the tenant and the cache policy on as arguments, and run
-tasks start in an empty context (`runs.manager`), so a run never depends on what its first
-caller's call happened to carry.
+`cache_key`, `cache_outcome`, `replayed`, `cache_age_s` and records `sent`; the servicer sets
+`run_id` and `joined`; the tracing interceptor sets `trace_id`. The metrics interceptor reads
+them for the call's access-log line, the tracing interceptor for the call's span. Nothing
+below the servicer reads this module: the servicer passes the tenant and the cache policy on as
+arguments, and run tasks start in an empty context (`runs.manager`), so a run never depends on
+what its first caller's call happened to carry (a run's span parent is passed explicitly too).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class Call:
     """The run this call started or joined."""
     joined: bool = False
     """Whether it joined an identical run in flight instead of starting one."""
+    replayed: bytes | None = None
+    """On a cache hit, the first stored message (it names the run that produced the answer)."""
+    cache_age_s: int = 0
+    """On a cache hit, the entry's age in whole seconds."""
+    trace_id: str = ""
+    """The call's trace id (hex), when tracing is on."""
 
 
 _current: ContextVar[Call | None] = ContextVar("woolly_call", default=None)

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     """Log level of the server."""
     log_format: Literal["text", "json"] = "text"
     """`text` lines for people, or `json` (one object per line) for log collectors."""
+    trace_content: bool = False
+    """With tracing on (`OTEL_EXPORTER_OTLP_ENDPOINT` set), also export prompts, answers and
+    tool arguments and results on the model and tool spans; off, spans carry no text of either."""
 
     @field_validator("repos_root")
     @classmethod

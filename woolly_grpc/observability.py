@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from threading import Thread
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -59,6 +59,9 @@ GO_CODE_NAMES: dict[grpc.StatusCode, str] = {
 } | {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
 """`grpc_code` label values exactly as go-grpc-prometheus writes them, so its dashboards and
 alert rules work unchanged (`InvalidArgument`, `Canceled`, …)."""
+
+NO_TENANT = "-"
+"""The `tenant` label without authentication (no tenant name starts with `-`)."""
 
 CHAIN_LABEL = "chain"
 """The `agent_type` of a whole chain run in `agent_requests_total` and its duration."""
@@ -150,6 +153,12 @@ class Metrics:
             ["agent_type", "direction"],
             registry=registry,
         )
+        self.agent_tokens_by_tenant = Counter(
+            "agent_tokens_by_tenant",
+            "Model tokens of ended runs by the caller's tenant (`-` without authentication).",
+            ["tenant", "direction"],
+            registry=registry,
+        )
         self.agent_model_retries = Counter(
             "agent_model_retries",
             "Model requests retried by the service, by why the attempt before failed.",
@@ -199,7 +208,7 @@ class RunStoreCollector(Collector):
         self.journal = journal
 
     def collect(self) -> Iterator[Metric]:
-        """Failed writes and dropped events so far, and the runs waiting to be written."""
+        """Failed writes, dropped events, lapsed leases so far; runs waiting to be written."""
         journal = self.journal
         yield CounterMetricFamily(
             "run_store_write_failures",
@@ -212,10 +221,67 @@ class RunStoreCollector(Collector):
             "WOOLLY_RUN_OUTAGE_BUFFER_BYTES (their final records are kept).",
             value=journal.dropped_events,
         )
+        yield CounterMetricFamily(
+            "run_leases_lapsed",
+            "Runs of other replicas settled FAILED here because their owner's lease lapsed.",
+            value=journal.lapsed_settled,
+        )
+        yield CounterMetricFamily(
+            "run_leases_lost",
+            "Runs of this replica that another replica settled (this replica's lease lapsed).",
+            value=journal.leases_lost,
+        )
         yield GaugeMetricFamily(
             "run_store_backlog_runs",
             "Runs of this replica with changes not yet in the store.",
             value=journal.backlog,
+        )
+
+
+class Dependency(Protocol):
+    """A dependency that knows whether its last operation failed, and how often it has."""
+
+    @property
+    def failing(self) -> bool:
+        """Whether its last operation failed."""
+
+
+class Database(Dependency, Protocol):
+    """The saved-agents database, as its health is reported."""
+
+    failures: int
+    """Operations that failed since start."""
+
+
+class HealthCollector(Collector):
+    """Whether the cache store and the saved-agents database answer, read at each scrape.
+
+    Args:
+        cache: The result cache (`cache.ResultCache`).
+        database: The saved-agents database (`saved_agents.AgentDatabase`).
+    """
+
+    def __init__(self, cache: Dependency, database: Database) -> None:
+        self.cache = cache
+        self.database = database
+
+    def collect(self) -> Iterator[Metric]:
+        """Failing flags (the last operation failed) and the database's failures so far."""
+        yield GaugeMetricFamily(
+            "cache_store_failing",
+            "1 while the cache store's last operation failed (calls then run uncached).",
+            value=int(self.cache.failing),
+        )
+        yield GaugeMetricFamily(
+            "database_failing",
+            "1 while the saved-agents database's last operation failed (saved-agent calls are "
+            "UNAVAILABLE).",
+            value=int(self.database.failing),
+        )
+        yield CounterMetricFamily(
+            "database_errors",
+            "Saved-agents database operations that failed or timed out.",
+            value=self.database.failures,
         )
 
 
@@ -274,6 +340,9 @@ class AgentMetrics:
         for agent_type, usage in meter.by_agent.items():
             m.agent_tokens.labels(agent_type.value, "input").inc(usage.input_tokens)
             m.agent_tokens.labels(agent_type.value, "output").inc(usage.output_tokens)
+        total, tenant = meter.total, run.tenant or NO_TENANT
+        m.agent_tokens_by_tenant.labels(tenant, "input").inc(total.input_tokens)
+        m.agent_tokens_by_tenant.labels(tenant, "output").inc(total.output_tokens)
 
 
 def _agent_label(agent_type: AgentType | None) -> str:

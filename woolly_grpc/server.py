@@ -17,6 +17,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.models import Model
 from pydantic_ai.providers import infer_provider
@@ -43,6 +44,7 @@ from .interceptors import ApiKeys, ApiKeysError, KeyFile, KeySource, build_inter
 from .interceptors.keys import FILE_PREFIXES
 from .observability import (
     AgentMetrics,
+    HealthCollector,
     Metrics,
     MetricsEndpoint,
     RunStoreCollector,
@@ -53,6 +55,7 @@ from .saved_agents import AgentDatabase, SavedAgents, toolset_names
 from .service import AgentService
 from .status import StatusReporter
 from .store import MemoryStore, open_store
+from .tracing import Tracing, tracer_provider_from_environment
 
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _log = logging.getLogger(__name__)
@@ -87,6 +90,8 @@ class App:
     """The task following `key_file`, once started."""
     stopping: asyncio.Task[None] | None = None
     """The shutdown, once begun (`stop`)."""
+    tracing: Tracing | None = None
+    """Its traces, when tracing is on; their last spans are exported at `stop`."""
 
 
 def build(
@@ -94,6 +99,7 @@ def build(
     *,
     model: Model | None = None,
     provider_factory: ProviderFactory = infer_provider,
+    tracer_provider: TracerProvider | None = None,
 ) -> App:
     """Wire the agent core, runs, servicer, health and reflection into an unstarted server.
 
@@ -102,8 +108,16 @@ def build(
         model: Use this model instead of `settings.model` (tests pass a FunctionModel).
         provider_factory: Builds model providers by name; pydantic-ai's reads the environment
             (`OPENAI_API_KEY`, `OPENAI_BASE_URL`, …), tests point theirs at a loopback server.
+        tracer_provider: Turns tracing on: spans go to it (the server shuts it down at `stop`).
+            None = no tracing at all.
     """
     quiet_data_loggers()
+    tracing = (
+        Tracing.over(tracer_provider, include_content=settings.trace_content)
+        if tracer_provider is not None
+        else None
+    )
+    tracer = tracing.tracer if tracing is not None else None
     metrics = Metrics()
     limits = Limits(
         max_query_chars=settings.max_query_chars,
@@ -133,6 +147,7 @@ def build(
         toolset=_toolset(settings),
         limits=limits,
         tool_retries=settings.tool_retries,
+        instrumentation=tracing.instrumentation if tracing is not None else None,
     )
     try:
         store = open_store(settings.cache_url)
@@ -159,7 +174,9 @@ def build(
     )
     metrics.registry.register(RunStoreCollector(journal))
     refusals = Refusals(lambda limit: metrics.overload_refusals.labels(limit).inc())
-    runs = RunManager(journal, settings, observer=AgentMetrics(metrics), refusals=refusals)
+    runs = RunManager(
+        journal, settings, observer=AgentMetrics(metrics), refusals=refusals, tracer=tracer
+    )
     replays = ReplaySlots(settings.max_concurrent_replays, refusals)
     try:
         agents = SavedAgents(
@@ -169,6 +186,7 @@ def build(
         )
     except ValueError as exc:
         raise StartupError(f"cannot use WOOLLY_DATABASE_URL: {exc}") from exc
+    metrics.registry.register(HealthCollector(cache, agents.database))
 
     async def agent_revisions(request: convert.AgentRunRequest, tenant: str) -> bytes:
         return await agents.revision_key(tenant, convert.agent_refs(request))
@@ -181,10 +199,11 @@ def build(
             key_extras=agent_revisions,
             api_keys=keys,
             replays=replays,
+            tracer=tracer,
         ),
         options=_server_options(settings),
     )
-    chains = ChainRunner(runner)
+    chains = ChainRunner(runner, tracer=tracer)
     status = StatusReporter(
         model=runner.model_name,
         repos_root=settings.repos_root,
@@ -230,6 +249,7 @@ def build(
         agents=agents,
         models=models,
         key_file=keys if isinstance(keys, KeyFile) else None,
+        tracing=tracing,
     )
 
 
@@ -425,6 +445,8 @@ async def _shut_down(app: App, grace: float | None) -> None:
     await app.agents.database.close()
     if app.metrics_endpoint is not None:
         await app.metrics_endpoint.close()
+    if app.tracing is not None:  # last: the runs' spans ended as they were cancelled
+        await app.tracing.close()
 
 
 GC_THRESHOLDS = (50_000, 20, 10)
@@ -445,7 +467,7 @@ def tune_gc() -> None:
 
 async def serve(settings: Settings, *, model: Model | None = None) -> None:
     """Run the server until SIGTERM or SIGINT; a second signal stops it without the grace."""
-    app = build(settings, model=model)
+    app = build(settings, model=model, tracer_provider=tracer_provider_from_environment())
     await start(app)
     tune_gc()
     _log.info(
@@ -457,6 +479,8 @@ async def serve(settings: Settings, *, model: Model | None = None) -> None:
         settings.repos_root,
         connection_budget(settings),
     )
+    if app.tracing is not None:
+        _log.info("tracing on: spans exported over OTLP/gRPC as the OTEL_* variables say")
     loop = asyncio.get_running_loop()
     signals: list[asyncio.Task[None]] = []
 

@@ -114,6 +114,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         async with map_core_errors(context):
             if request.after_sequence < 0:
                 raise InvalidInput.one("after_sequence", "must be 0 or more")
+            calls.current().run_id = request.run_id
             await self.runs.get(request.run_id, tenant=_tenant())
             self.replays.take()
         try:
@@ -254,9 +255,10 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         `failed` / `cancelled` event itself and ends OK.
         """
         finished = False
+        watching = response is pb.WatchRunResponse
         try:
             await context.send_initial_metadata(((RUN_ID_METADATA, run_id),))
-            follow = self.runs.follow(run_id, after_sequence)
+            follow = self.runs.follow(run_id, after_sequence, watching=watching)
             async with map_core_errors(context, run_id), contextlib.aclosing(follow) as events:
                 async for raw in events:
                     message = response.FromString(raw)
@@ -270,7 +272,6 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             # Cancelled, past its deadline, or closed mid-stream (GeneratorExit): let go.
             if not finished:
                 self.runs.abandon(run_id, _cancel_reason(context))
-        watching = response is pb.WatchRunResponse
         if not watching and (status := self.runs.error_of(run_id)) is not None:
             await _end_with_run(context, status)
 

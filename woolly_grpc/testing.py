@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from grpc import aio
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic_ai.models import Model
 from pydantic_ai.providers import infer_provider
 
@@ -35,6 +36,7 @@ async def running_server(
     *,
     model: Model | None = None,
     provider_factory: ProviderFactory = infer_provider,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Start a server on 127.0.0.1 and a free port; stop it (no grace) on exit.
 
@@ -42,9 +44,12 @@ async def running_server(
         settings: Its configuration; host and port are overridden.
         model: Serve this model instead of `settings.model` (e.g. a FunctionModel).
         provider_factory: Builds the model providers (e.g. one pointed at a test server).
+        tracer_provider: Trace the server's calls with it (shut down when the server stops).
     """
     local = settings.model_copy(update={"host": "127.0.0.1", "port": 0})
-    app = build(local, model=model, provider_factory=provider_factory)
+    app = build(
+        local, model=model, provider_factory=provider_factory, tracer_provider=tracer_provider
+    )
     await start(app)
     target = f"127.0.0.1:{app.port}"
     try:

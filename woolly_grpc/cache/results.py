@@ -146,6 +146,11 @@ class ResultCache:
         """Close the store (the run journal shares it, so this comes last)."""
         await self.store.close()
 
+    @property
+    def failing(self) -> bool:
+        """Whether the store's last operation failed (it is back once one succeeds)."""
+        return self._failing
+
     def _failed(self, operation: str, exc: StoreError) -> None:
         self.stats.errors += 1
         self.metrics.cache_errors.labels(operation).inc()

@@ -8,6 +8,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from opentelemetry.trace import Tracer
+
 from .exceptions import InvalidInput
 from .runner import AgentRunner
 from .types import (
@@ -24,6 +26,12 @@ from .types import (
     TextDelta,
     UsageMeter,
 )
+
+STEP_INDEX = "woolly.chain.step"
+STEP_AGENT_TYPE = "woolly.agent_type"
+STEP_SAVED_AGENT = "woolly.saved_agent_id"
+STEP_CACHED = "woolly.chain.step.cached"
+"""True when the step cache answered the step (no model ran)."""
 
 
 class StepCache(Protocol):
@@ -45,10 +53,13 @@ class ChainRunner:
 
     Args:
         runner: Runs each step.
+        tracer: Where each step's span goes (`chain step N`, around its agent's spans); None
+            when tracing is off.
     """
 
-    def __init__(self, runner: AgentRunner) -> None:
+    def __init__(self, runner: AgentRunner, *, tracer: Tracer | None = None) -> None:
         self.runner = runner
+        self.tracer = tracer
 
     def check(self, request: ChainRequest, steps_field: str = "agent_chain") -> None:
         """Validate a chain request; `steps_field` names the request field listing the steps."""
@@ -80,7 +91,7 @@ class ChainRunner:
         self.check(request)
         yield Started(model=self.runner.model_name, step_count=len(request.steps))
         results: list[AgentResult | None] = [None] * len(request.steps)
-        step = _Step(self.runner, results, step_cache, meter, deadline)
+        step = _Step(self.runner, results, step_cache, meter, deadline, self.tracer)
         if request.mode is ChainMode.PARALLEL:
             steps = self._parallel(request, step)
         else:
@@ -133,8 +144,32 @@ class _Step:
     cache: StepCache | None
     meter: UsageMeter | None
     deadline: float | None
+    tracer: Tracer | None
 
     async def run(self, request: RunRequest, index: int) -> AsyncGenerator[Event]:
+        """One step's events, in the step's span when tracing."""
+        if self.tracer is None:
+            async for event in self._run(request, index):
+                yield event
+            return
+        attributes = {
+            STEP_INDEX: index,
+            STEP_AGENT_TYPE: request.agent_type.value,
+            STEP_SAVED_AGENT: request.saved_agent.id if request.saved_agent else "",
+        }
+        # Current while the step runs (in the run's task, or the step's own when parallel),
+        # so the agent's spans are the step's children.
+        with self.tracer.start_as_current_span(
+            f"chain step {index} {request.agent_type.value}",
+            attributes=attributes,
+            record_exception=False,  # a traceback is the log's; the status says what failed
+        ) as span:
+            async for event in self._run(request, index):
+                if isinstance(event, StepCompleted):
+                    span.set_attribute(STEP_CACHED, event.result.cached)
+                yield event
+
+    async def _run(self, request: RunRequest, index: int) -> AsyncGenerator[Event]:
         """One step's events, tagged with its index; from the step cache when it has them."""
         tag: dict[str, Any] = {"step": index, "agent_type": request.agent_type}
         saved_id = request.saved_agent.id if request.saved_agent else ""

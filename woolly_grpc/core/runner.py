@@ -25,6 +25,7 @@ from pydantic_ai.messages import (
     ToolReturnPart,
 )
 from pydantic_ai.models import Model
+from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
@@ -64,6 +65,8 @@ class AgentRunner:
         toolset: The tools agents may call; the built-in repository tools by default.
         limits: Input and per-run limits.
         tool_retries: How often a tool call with bad arguments goes back to the model.
+        instrumentation: pydantic-ai's OpenTelemetry spans (agent run, model requests, tool
+            calls) for this runner's agents; None = none.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class AgentRunner:
         toolset: AbstractToolset[RepoDeps] = REPOSITORY_TOOLSET,
         limits: Limits | None = None,
         tool_retries: int = 2,
+        instrumentation: InstrumentationSettings | None = None,
     ) -> None:
         self.repos_root = repos_root.resolve()
         self.toolset = toolset
@@ -81,6 +85,11 @@ class AgentRunner:
         self.tool_retries = tool_retries
         self.models = model if isinstance(model, Models) else Models(model)
         self._agents = build_agents()
+        if instrumentation is not None:
+            # Per agent, not `Agent.instrument_all`: that is for the whole process, and a
+            # process may hold several servers (tests), each with its own tracer provider.
+            for agent in self._agents.values():
+                agent.instrument = instrumentation
 
     @property
     def model_name(self) -> str:

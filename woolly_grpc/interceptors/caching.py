@@ -114,7 +114,8 @@ class CachingInterceptor(WrappingInterceptor):
             if entry is not None and policy.accepts(entry, self.cache.clock()):
                 self.cache.count("hit", label)
                 call.cache_outcome = "hit"
-                return await self._replay(entry, handler.response_streaming, context)
+                call.replayed = entry.messages[0]
+                return await self._replay(entry, handler.response_streaming, context, call)
         call.cache_outcome = "miss"
         context.set_trailing_metadata(((CACHE_TRAILER, "miss"),))
         if policy.only_cached:
@@ -142,8 +143,10 @@ class CachingInterceptor(WrappingInterceptor):
         await self.cache.put(key, _marked_cached([raw], streaming=False), policy.ttl_s)
         return raw
 
-    async def _replay(self, entry: Entry, streaming: bool, context: Context) -> bytes | None:
-        age = int(entry.age_s(self.cache.clock()))
+    async def _replay(
+        self, entry: Entry, streaming: bool, context: Context, call: calls.Call
+    ) -> bytes | None:
+        age = call.cache_age_s = int(entry.age_s(self.cache.clock()))
         context.set_trailing_metadata(((CACHE_TRAILER, "hit"), (AGE_TRAILER, str(age))))
         if not streaming:
             return entry.messages[0]

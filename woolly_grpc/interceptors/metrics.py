@@ -132,6 +132,10 @@ class MetricsInterceptor(WrappingInterceptor):
                 _log_call(level, full_name, code, seconds)
 
 
+_TAIL = ("run_id", "cache", "tenant", "trace_id")
+"""The fields the text line shows after the method, code and duration."""
+
+
 def _log_call(level: int, method: str, code: grpc.StatusCode, seconds: float) -> None:
     """The call's one line: what, how it ended, how long, which run, cache outcome, tenant."""
     fields: dict[str, Any] = {
@@ -146,7 +150,9 @@ def _log_call(level: int, method: str, code: grpc.StatusCode, seconds: float) ->
             fields["cache"] = call.cache_outcome
         if call.tenant:
             fields["tenant"] = call.tenant
-    tail = "".join(f" {k}={v}" for k, v in fields.items() if k in ("run_id", "cache", "tenant"))
+        if call.trace_id:
+            fields["trace_id"] = call.trace_id
+    tail = "".join(f" {k}={v}" for k, v in fields.items() if k in _TAIL)
     message = f"rpc {method} {code.name} {seconds * 1e3:.1f} ms{tail}"
     # makeRecord + handle: `Logger.log` would walk the stack to find a caller nobody prints.
     record = _log.makeRecord(ACCESS_LOGGER, level, __file__, 0, message, (), None)

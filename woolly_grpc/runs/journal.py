@@ -150,6 +150,10 @@ class RunJournal:
         """Writes that failed since start (each is retried): for /metrics."""
         self.dropped_events = 0
         """Events given up past `max_pending_bytes` since start: for /metrics."""
+        self.lapsed_settled = 0
+        """Other replicas' runs this one settled FAILED since start, their leases lapsed."""
+        self.leases_lost = 0
+        """Runs of this replica another one settled since start (our lease lapsed)."""
 
     @property
     def backlog(self) -> int:
@@ -295,6 +299,7 @@ class RunJournal:
     def _lost(self, run: OwnedRun) -> None:
         """Another replica settled a run of ours: write nothing more for it, and stop it."""
         self._pending.pop(run.id, None)
+        self.leases_lost += 1
         _log.warning(
             "run %s was settled by another replica (our lease lapsed); stopping it", run.id
         )
@@ -368,6 +373,7 @@ class RunJournal:
                 Publish(run_channel(record.id), str(settled.last_sequence).encode()),
             ]
         )
+        self.lapsed_settled += 1
         _log.warning("run %s settled FAILED: %s", record.id, OWNER_STOPPED)
         return settled
 

@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import Message
 from google.rpc import status_pb2
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from woolly_grpc._gen.woolly.v1 import run_pb2
 from woolly_grpc.core import AgentType, Event, Unavailable, UsageMeter
 from woolly_grpc.store import StoreError
+from woolly_grpc.tracing import end_run_span, run_span_attributes
 
 from .flights import Flights
 from .journal import OWNER_STOPPED, RunJournal, unknown_run
@@ -74,6 +77,7 @@ class RunManager:
             and `run_*` settings.
         observer: Sees every run's events (metrics).
         refusals: Counts and logs the runs refused at a limit.
+        tracer: Where runs' spans go; None when tracing is off.
     """
 
     def __init__(
@@ -83,8 +87,10 @@ class RunManager:
         *,
         observer: RunObserver | None = None,
         refusals: Refusals | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.journal = journal
+        self.tracer = tracer
         self.max_concurrent = settings.max_concurrent_runs
         self.tenant_max_concurrent = settings.tenant_max_concurrent_runs
         self.orphan_grace_s = settings.orphan_grace_s
@@ -155,6 +161,8 @@ class RunManager:
         """
         # A join is no new run, and cache hits never get here: neither takes a slot.
         if (joined := self._flights.join(flight_key, detach=detach)) is not None:
+            if joined.span is not None:  # the caller's span leads to the run it joined
+                trace.get_current_span().add_link(joined.span.get_span_context())
             return joined.id, True
         self._check_capacity(tenant)
         run = OwnedRun.begin(uuid.uuid4().hex, method, request, repository, agent_types, tenant)
@@ -172,6 +180,10 @@ class RunManager:
             raise
         if self.observer is not None:
             self.observer.run_started(run.record)
+        if self.tracer is not None:  # started here, where the caller's span is current
+            run.span = self.tracer.start_span(
+                f"run {method}", attributes=run_span_attributes(run.record)
+            )
         # An empty context: the run outlives its first caller's call and owes it nothing.
         run.task = asyncio.create_task(
             self._drive(run, events), name=f"run-{run.id}", context=contextvars.Context()
@@ -230,16 +242,21 @@ class RunManager:
         run = self._runs.get(run_id)
         return run.error if run is not None else None
 
-    async def follow(self, run_id: str, after_sequence: int = 0) -> AsyncGenerator[bytes]:
+    async def follow(
+        self, run_id: str, after_sequence: int = 0, *, watching: bool = False
+    ) -> AsyncGenerator[bytes]:
         """Yield the run's serialized events after `after_sequence`, then new ones until it ends.
 
-        While this follows a run, the run has a reader and is not orphaned.
+        While this follows a run, the run has a reader and is not orphaned. `watching`: the
+        reader is a WatchRun (its span then links to the run's, when tracing).
         """
         run = self._runs.get(run_id)
         if run is None:  # the journal holds a reader lease while it follows
             async for entry in self.journal.follow(run_id, max(after_sequence, 0)):
                 yield entry
             return
+        if watching and run.span is not None:
+            trace.get_current_span().add_link(run.span.get_span_context())
         position = max(after_sequence, 0)
         run.readers += 1
         run.stop_orphan_check()
@@ -339,6 +356,11 @@ class RunManager:
             run.task.cancel()
 
     async def _drive(self, run: OwnedRun, events: EventSource) -> None:
+        if run.span is not None:
+            # The task began in an empty context (the run outlives its caller): its span is
+            # made current here, so that the core's and pydantic-ai's spans are its children.
+            # No detach: this context ends with the task.
+            otel_context.attach(trace.set_span_in_context(run.span))
         try:
             # Closed here, in the run's own task, whatever happens: the core counts what the
             # model used as it closes.
@@ -369,6 +391,8 @@ class RunManager:
         self._flights.land(run)
         if self.observer is not None:
             self.observer.run_ended(run.record, run.meter)
+        if run.span is not None:
+            end_run_span(run.span, run.record)
 
     async def _listen(self, ready: asyncio.Event) -> None:
         while True:

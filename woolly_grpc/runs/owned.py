@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
@@ -22,6 +23,9 @@ from woolly_grpc.core import (
     UsageMeter,
 )
 from woolly_grpc.errors import to_status
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 
 @dataclass(eq=False)
@@ -57,6 +61,8 @@ class OwnedRun:
     _step_results: dict[int, agent_pb2.AgentResult] = field(default_factory=dict)
     meter: UsageMeter = field(default_factory=UsageMeter)
     """What the run's agents used so far, however each ended (the core adds to it)."""
+    span: Span | None = None
+    """The run's span, when tracing is on: a child of the RPC that started it."""
 
     @classmethod
     def begin(

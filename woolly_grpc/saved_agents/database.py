@@ -136,6 +136,8 @@ class AgentDatabase:
         self.url = async_database_url(url)
         self.timeout_s = timeout_s
         self._failing = False
+        self.failures = 0
+        """Operations that failed since start (start-up's own excepted), for /metrics."""
         self.kind: DatabaseKind = (
             "sqlite" if self.url.get_backend_name() == "sqlite" else "postgresql"
         )
@@ -343,9 +345,15 @@ class AgentDatabase:
             self._failing = False
             _log.info("saved-agents database %s answers again", self.display_url)
 
+    @property
+    def failing(self) -> bool:
+        """Whether its last operation failed (it answers again once one succeeds)."""
+        return self._failing
+
     def _failed(self, operation: str, reason: str) -> None:
         if operation == "open":
             return  # start-up says it in its one line
+        self.failures += 1
         if not self._failing:
             _log.warning(
                 "saved-agents database %s failed (%s: %s); saved-agent calls are UNAVAILABLE "
