@@ -137,3 +137,36 @@ async def scrape_metrics(port: int) -> Scrape:
         for sample in family.samples
     }
     return Scrape(samples, {family.name: family.type for family in families})
+
+
+def assert_sequences(messages: Sequence[Any], *, after: int = 0) -> None:
+    """Contract §1: sequences strictly increase from after `after` (merged deltas may skip)."""
+    sequences = [m.sequence for m in messages]
+    assert sequences == sorted(set(sequences)), f"not strictly increasing: {sequences}"
+    assert sequences[0] > after
+
+
+def merged_view(messages: Sequence[Any]) -> list[tuple[str, int, Any]]:
+    """The events as (kind, sequence, content), adjacent text deltas of one step joined as a
+    reader behind the run would get them: equal views mean the same stream, however merged."""
+    view: list[tuple[str, int, Any]] = []
+    for m in messages:
+        kind = m.WhichOneof("event")
+        step = (
+            m.step_index
+            if "step_index" in m.DESCRIPTOR.fields_by_name and m.HasField("step_index")
+            else None
+        )
+        if kind == "text_delta" and view and view[-1][0] == "text_delta":
+            previous_step, text = view[-1][2]
+            if previous_step == step:
+                view[-1] = (kind, m.sequence, (step, text + m.text_delta.text))
+                continue
+        content = (step, m.text_delta.text) if kind == "text_delta" else getattr(m, kind)
+        view.append((kind, m.sequence, content))
+    return view
+
+
+def streamed_text(messages: Sequence[Any]) -> str:
+    """The text deltas of a stream, joined."""
+    return "".join(m.text_delta.text for m in messages if m.WhichOneof("event") == "text_delta")

@@ -13,7 +13,7 @@ from grpc import aio
 from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tests.helpers import event_kinds, type_value
+from tests.helpers import assert_sequences, event_kinds, type_value
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.testing import RunningServer, running_server
@@ -38,7 +38,7 @@ async def test_sequential_chain_shape_and_context(server: RunningServer) -> None
     kinds = event_kinds(messages)
     assert kinds[0] == "started" and kinds[-1] == "chain_completed"
     assert kinds.count("chain_completed") == 1
-    assert [m.sequence for m in messages] == list(range(1, len(messages) + 1))
+    assert_sequences(messages)
     steps = [m.step_index for m in messages if m.HasField("step_index")]
     assert steps == sorted(steps), "sequential steps do not interleave"
     assert [m.step_index for m in messages if m.WhichOneof("event") == "step_started"] == [0, 1]
@@ -155,7 +155,7 @@ async def test_parallel_chain_with_the_local_engine(server: RunningServer) -> No
         type_value("chat_assistant"),
     ]
     assert all("Building on step" not in r.content for r in final.results)
-    assert [m.sequence for m in messages] == list(range(1, len(messages) + 1))
+    assert_sequences(messages)
 
 
 async def test_chain_given_as_steps(server: RunningServer) -> None:

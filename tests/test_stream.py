@@ -9,7 +9,7 @@ import pytest
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tests.helpers import ALL_TYPES, assert_eventually, event_kinds, type_value
+from tests.helpers import ALL_TYPES, assert_eventually, assert_sequences, event_kinds, type_value
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.testing import RunningServer, running_server
@@ -29,11 +29,10 @@ async def test_stream_invariants(server: RunningServer, agent: str) -> None:
     assert kinds[0] == "started" and kinds[-1] == "completed"
     assert kinds.count("started") == 1 and kinds.count("completed") == 1
     assert set(kinds[1:-1]) <= {"text_delta", "tool_call", "tool_result"}
-    assert [m.sequence for m in messages] == list(range(1, len(messages) + 1))
+    assert_sequences(messages)
     assert len({m.run_id for m in messages}) == 1
     assert all(m.agent_type == type_value(agent) for m in messages)
     deltas = [m.text_delta.text for m in messages if m.WhichOneof("event") == "text_delta"]
-    assert len(deltas) > 2, "the answer arrives in several chunks"
     assert "".join(deltas) == messages[-1].completed.result.content
     calls = [m.tool_call for m in messages if m.WhichOneof("event") == "tool_call"]
     results = [m.tool_result for m in messages if m.WhichOneof("event") == "tool_result"]

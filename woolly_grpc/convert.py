@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -344,3 +344,51 @@ def agent_type_infos() -> list[agent_service_pb2.AgentTypeInfo]:
         )
         for spec in AGENT_SPECS.values()
     ]
+
+
+def merge_text_deltas(events: Sequence[bytes]) -> list[bytes]:
+    """Serialized stream events with each run of adjacent `text_delta`s of one step merged.
+
+    Contract §1: a reader behind a run, or a replay, may get one message for several deltas; it
+    carries their text joined and the last one's sequence, so sequences still increase and
+    WatchRun(after_sequence) still resumes exactly. Nothing else is merged or reordered. The
+    events may be of any streamed response type: they share one layout, read here as
+    WatchRunResponse. One event is returned as it is, unparsed.
+    """
+    if len(events) < 2:
+        return list(events)
+    merged: list[bytes] = []
+    group: list[str] = []  # the texts of the open run of deltas
+    last: agent_service_pb2.WatchRunResponse | None = None  # its latest event
+    last_raw = b""
+
+    def close() -> None:
+        if last is not None:
+            if len(group) == 1:
+                merged.append(last_raw)
+            else:
+                last.text_delta.text = "".join(group)
+                merged.append(last.SerializeToString())
+
+    for raw in events:
+        event = agent_service_pb2.WatchRunResponse.FromString(raw)
+        if event.WhichOneof("event") != "text_delta":
+            close()
+            last, group = None, []
+            merged.append(raw)
+        elif last is not None and _same_step(last, event):
+            group.append(event.text_delta.text)
+            last, last_raw = event, raw
+        else:
+            close()
+            last, last_raw, group = event, raw, [event.text_delta.text]
+    close()
+    return merged
+
+
+def _same_step(
+    a: agent_service_pb2.WatchRunResponse, b: agent_service_pb2.WatchRunResponse
+) -> bool:
+    return a.agent_type == b.agent_type and (
+        (a.step_index, a.HasField("step_index")) == (b.step_index, b.HasField("step_index"))
+    )

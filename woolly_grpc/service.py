@@ -251,22 +251,25 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[_Streamed]:
         """Stream the run's events to a reader.
 
-        The RPC that started the run ends with the run's own status; a watcher receives the
-        `failed` / `cancelled` event itself and ends OK.
+        A reader behind the run (its writes waited while events came) gets the text deltas
+        that piled up merged into one message, never by waiting for more. The RPC that started
+        the run ends with the run's own status; a watcher receives the `failed` / `cancelled`
+        event itself and ends OK.
         """
         finished = False
         watching = response is pb.WatchRunResponse
         try:
             await context.send_initial_metadata(((RUN_ID_METADATA, run_id),))
             follow = self.runs.follow(run_id, after_sequence, watching=watching)
-            async with map_core_errors(context, run_id), contextlib.aclosing(follow) as events:
-                async for raw in events:
-                    message = response.FromString(raw)
-                    # A failed/cancelled event uses a field reserved in these responses: the
-                    # caller learns the outcome from the call's status instead.
-                    if message.WhichOneof("event") is None:
-                        break
-                    yield message
+            async with map_core_errors(context, run_id), contextlib.aclosing(follow) as batches:
+                async for batch in batches:
+                    for raw in convert.merge_text_deltas(batch):
+                        message = response.FromString(raw)
+                        # A failed/cancelled event uses a field reserved in these responses:
+                        # the caller learns the outcome from the call's status instead.
+                        if message.WhichOneof("event") is None:
+                            break
+                        yield message
             finished = True
         finally:
             # Cancelled, past its deadline, or closed mid-stream (GeneratorExit): let go.

@@ -9,7 +9,15 @@ import pytest
 from grpc import aio
 from pydantic_ai.models.function import FunctionModel
 
-from tests.helpers import assert_eventually, read, read_rest, type_value
+from tests.helpers import (
+    assert_eventually,
+    assert_sequences,
+    merged_view,
+    read,
+    read_rest,
+    streamed_text,
+    type_value,
+)
 from tests.support.cli import run_cli
 from tests.support.models import Gate
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
@@ -32,11 +40,17 @@ async def test_watch_replays_a_finished_run_from_any_point(server: RunningServer
         return server.stub.WatchRun(request, timeout=10)
 
     replay = [m async for m in watch(0)]
-    tail = [m async for m in watch(3)]
+    last = replay[-1].sequence
+    tails = {after: [m async for m in watch(after)] for after in (1, 3, last - 1)}
 
-    assert [m.SerializeToString() for m in replay] == [m.SerializeToString() for m in original]
-    assert [m.sequence for m in tail] == [m.sequence for m in original[3:]]
-    assert tail[-1].completed.result == original[-1].completed.result
+    assert merged_view(replay) == merged_view(original)
+    content = original[-1].completed.result.content
+    for after, tail in tails.items():
+        assert_sequences(tail, after=after)
+        assert tail[-1].sequence == last
+        assert content.endswith(streamed_text(tail))
+    assert streamed_text(tails[1]) == content  # after `started`: all of the text
+    assert tails[last - 1][-1].completed.result == original[-1].completed.result
 
 
 @pytest.fixture
@@ -63,7 +77,7 @@ async def test_watch_follows_a_running_run_live(gated) -> None:
 
     assert [m.WhichOneof("event") for m in rest] == ["text_delta", "completed"]
     assert rest[-1].completed.result.content == "part one. part two."
-    assert [m.sequence for m in rest] == [m.sequence for m in original_rest]
+    assert merged_view(rest) == merged_view(original_rest)
     assert gate.calls == 1, "watching never reruns the model"
 
 
@@ -135,8 +149,8 @@ async def test_resume_after_the_client_dropped_its_stream(settings: Settings, st
         ]
 
     assert gate.calls == 1, "resuming never reruns the agent"
-    assert [m.SerializeToString() for m in replay[:2]] == [m.SerializeToString() for m in seen]
-    assert tail == replay[2:]
+    assert_sequences(tail, after=2)  # exactly after what the client had: nothing twice
+    assert merged_view(replay) == merged_view(seen + tail)
     assert tail[-1].completed.result.content == "part one. part two."
 
 

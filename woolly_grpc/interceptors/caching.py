@@ -20,6 +20,7 @@ from woolly_grpc import calls
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc.api import AGE_TRAILER, CACHE_TRAILER, agent_type_label, method_path
 from woolly_grpc.cache import CachePolicy, Entry, ResultCache
+from woolly_grpc.convert import merge_text_deltas
 from woolly_grpc.core import Overloaded
 from woolly_grpc.errors import abort, to_status
 from woolly_grpc.runs import ReplaySlots
@@ -135,7 +136,8 @@ class CachingInterceptor(WrappingInterceptor):
                 call.cache_outcome = "coalesced"
         context.set_trailing_metadata(((CACHE_TRAILER, call.cache_outcome),))
         if handler.response_streaming:
-            marked = _marked_cached(sent, streaming=True)
+            # Stored compact: every hit replays the run's text in as few messages as it can.
+            marked = _marked_cached(merge_text_deltas(sent), streaming=True)
             if marked and _ends_with_result(marked[-1]):  # never store a stream cut short
                 await self.cache.put(key, marked, policy.ttl_s)
             return None

@@ -160,6 +160,10 @@ class RunJournal:
         """Runs with something not yet written."""
         return len(self._pending)
 
+    def written(self, run_id: str) -> bool:
+        """Whether the store has all there is of this run (nothing of it waits to be written)."""
+        return run_id not in self._pending
+
     async def begin(self, run: OwnedRun, method: str) -> None:
         """Write a new run's lease, record and request before its caller sees `started`.
 
@@ -381,11 +385,12 @@ class RunJournal:
         """Whether a reader on another replica holds a lease on the run."""
         return await self.store.get(_watched_key(run_id)) is not None
 
-    async def follow(self, run_id: str, after_sequence: int) -> AsyncGenerator[bytes]:
+    async def follow(self, run_id: str, after_sequence: int) -> AsyncGenerator[list[bytes]]:
         """Replay a run's stored events after `after_sequence`, then follow it until it ends.
 
-        While following, it holds a reader lease on the run (the owner will not orphan it), and
-        it settles the run if its owner's lease lapses.
+        Each yield is the events one read found (never empty). While following, it holds a
+        reader lease on the run (the owner will not orphan it), and it settles the run if its
+        owner's lease lapses.
 
         Raises:
             NotFound: the run is unknown (or older than the retention).
@@ -404,15 +409,16 @@ class RunJournal:
                         with contextlib.suppress(StoreError):
                             await self.store.set(_watched_key(run_id), b"", ttl_s=self.lease_s)
                             leased = loop.time()
-                    for entry in await self.store.read(log_key(run_id), position):
-                        yield entry
-                        position += 1
+                    if entries := await self.store.read(log_key(run_id), position):
+                        position += len(entries)
+                        yield entries
                     record = await self.load_record(run_id)
                     if record.status != run_pb2.RUN_STATUS_RUNNING:
-                        if position < record.last_sequence:
-                            for entry in await self.store.read(log_key(run_id), position):
-                                yield entry  # e.g. the event that settled it
-                                position += 1
+                        if position < record.last_sequence and (
+                            entries := await self.store.read(log_key(run_id), position)
+                        ):
+                            position += len(entries)
+                            yield entries  # e.g. the event that settled it
                         if position < record.last_sequence:
                             raise OutOfRange(
                                 f"run {run_id}: events after {position} are no longer retained"

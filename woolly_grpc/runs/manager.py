@@ -244,16 +244,19 @@ class RunManager:
 
     async def follow(
         self, run_id: str, after_sequence: int = 0, *, watching: bool = False
-    ) -> AsyncGenerator[bytes]:
+    ) -> AsyncGenerator[list[bytes]]:
         """Yield the run's serialized events after `after_sequence`, then new ones until it ends.
 
-        While this follows a run, the run has a reader and is not orphaned. `watching`: the
-        reader is a WatchRun (its span then links to the run's, when tracing).
+        Each yield is every event there is that the reader has not had (never empty): one when
+        the reader keeps up, more when it is behind, so that it may merge them
+        (`convert.merge_text_deltas`). While this follows a run, the run has a reader and is
+        not orphaned. `watching`: the reader is a WatchRun (its span then links to the run's,
+        when tracing).
         """
         run = self._runs.get(run_id)
         if run is None:  # the journal holds a reader lease while it follows
-            async for entry in self.journal.follow(run_id, max(after_sequence, 0)):
-                yield entry
+            async for entries in self.journal.follow(run_id, max(after_sequence, 0)):
+                yield entries
             return
         if watching and run.span is not None:
             trace.get_current_span().add_link(run.span.get_span_context())
@@ -263,8 +266,9 @@ class RunManager:
         try:
             while True:
                 if position < len(run.log):
-                    yield run.log[position]
-                    position += 1
+                    batch = run.log[position:]
+                    position += len(batch)
+                    yield batch
                     continue
                 if run.done:
                     return
@@ -275,8 +279,8 @@ class RunManager:
     async def wait(self, run_id: str, *, tenant: str) -> run_pb2.Run:
         """Follow the run to its end (as a reader) and return its record."""
         start = (await self.get(run_id, tenant=tenant)).last_sequence
-        async with contextlib.aclosing(self.follow(run_id, after_sequence=start)) as events:
-            async for _ in events:
+        async with contextlib.aclosing(self.follow(run_id, after_sequence=start)) as batches:
+            async for _ in batches:
                 pass
         return await self.get(run_id, tenant=tenant)
 
@@ -423,8 +427,13 @@ class RunManager:
             kept = len(self._runs) - len(doomed)
             if kept < self.memory_max and not run.ended_before(now, self.retention_s):
                 break
-            # Its readers still need its error status, and its journal may still be writing.
-            if not run.readers and run.ended_before(now, self.memory_min_s):
+            # Its readers still need its error status, and until the store has its end, the
+            # store's copy would say RUNNING.
+            if (
+                not run.readers
+                and run.ended_before(now, self.memory_min_s)
+                and self.journal.written(run_id)
+            ):
                 doomed.append(run_id)
         for run_id in doomed:
             del self._runs[run_id]
