@@ -265,9 +265,12 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
                 async for batch in batches:
                     for raw in convert.merge_text_deltas(batch):
                         message = response.FromString(raw)
+                        event = message.WhichOneof("event")
+                        if event in _LAST_EVENTS:
+                            await self.runs.stored(run_id)  # the end, known everywhere first
                         # A failed/cancelled event uses a field reserved in these responses:
                         # the caller learns the outcome from the call's status instead.
-                        if message.WhichOneof("event") is None:
+                        if event is None:
                             break
                         yield message
             finished = True
@@ -289,6 +292,10 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
         if (status := self.runs.error_of(run_id)) is not None:
             await _end_with_run(context, status)
         return run
+
+
+_LAST_EVENTS = frozenset({"completed", "chain_completed", "failed", "cancelled", None})
+"""Events that end a run (None: a failed/cancelled one read as a type without those fields)."""
 
 
 async def _end_with_run(context: Context, status: status_pb2.Status) -> None:

@@ -16,7 +16,7 @@ from grpc import aio
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tests.helpers import assert_eventually, read, read_rest, type_value
+from tests.helpers import assert_eventually, read, read_rest, streamed_text, type_value
 from tests.runs.test_replicas import start_replica_process
 from tests.support.redis_server import RedisServer, running_redis
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
@@ -148,6 +148,37 @@ async def test_the_other_replica_knows_a_run_as_soon_as_its_caller_does(
     assert not_found == 0
 
 
+async def test_the_other_replica_knows_a_runs_end_as_soon_as_its_caller_does(
+    settings: Settings, shared_redis: RedisServer
+) -> None:
+    """GetRun on the other replica right after the caller read `completed` (StreamExecute) or
+    got its response (Execute): SUCCEEDED every time (before, RUNNING until the owner's journal
+    wrote the end, up to WOOLLY_RUN_LOG_LINGER_S later). The bound is wide as above."""
+    await shared_redis.flush()
+    shared = settings.model_copy(update={"cache_url": f"{shared_redis.url}?op_timeout_s=10"})
+    async with running_server(shared) as owner, running_server(shared) as other:
+
+        async def streamed(i: int) -> int:
+            call = owner.stub.StreamExecute(stream_request(f"ended {i}"), timeout=30)
+            messages = await read_rest(call)
+            assert messages[-1].WhichOneof("event") == "completed"
+            return int((await get_run(other, messages[0].run_id)).run.status)
+
+        async def executed(i: int) -> int:
+            request = agent_service_pb2.ExecuteRequest(
+                repository_name="calculator", agent_type=type_value("summarizer"), user_query=f"{i}"
+            )
+            response = await owner.stub.Execute(request, timeout=30)
+            return int((await get_run(other, response.run_id)).run.status)
+
+        statuses = []
+        for batch in range(5):
+            statuses += await asyncio.gather(*(streamed(batch * 20 + i) for i in range(10)))
+            statuses += await asyncio.gather(*(executed(batch * 20 + i) for i in range(10)))
+
+    assert statuses == [run_pb2.RUN_STATUS_SUCCEEDED] * 100
+
+
 async def test_a_watcher_that_dies_without_a_word_lets_the_orphan_go(
     settings: Settings, shared_redis: RedisServer
 ) -> None:
@@ -201,8 +232,11 @@ async def test_a_run_watched_from_another_replica_outlives_its_callers_grace(
         watch = other.stub.WatchRun(agent_service_pb2.WatchRunRequest(run_id=run_id))
         await read(watch)
         call.cancel()
-        # 0.2 s grace + two 1 s leases is about 110 chunks at 20 ms: read 150.
-        chunks = [await read(watch) for _ in range(150)]
+        # 0.2 s grace + two 1 s leases is about 110 chunks at 20 ms: read 150 (a remote
+        # watcher gets each journal write's chunks merged, so count chunks, not messages).
+        chunks = [await read(watch)]
+        while streamed_text(chunks).count("chunk ") < 150:
+            chunks.append(await read(watch))
         running = (await get_run(owner, run_id)).run
         watch.cancel()
 

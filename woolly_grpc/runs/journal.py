@@ -145,6 +145,10 @@ class RunJournal:
         self.on_lease_lost = on_lease_lost
         self._pending: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
+        self._ended = False
+        """A run ended since the last write: the writer writes at once, without lingering."""
+        self._wrote = asyncio.Event()
+        """Set (and replaced) after each write attempt, for `stored`."""
         self._outage = _Outage()
         self.failed_writes = 0
         """Writes that failed since start (each is retried): for /metrics."""
@@ -163,6 +167,18 @@ class RunJournal:
     def written(self, run_id: str) -> bool:
         """Whether the store has all there is of this run (nothing of it waits to be written)."""
         return run_id not in self._pending
+
+    async def stored(self, run_id: str, timeout_s: float) -> None:
+        """Return once the store has all of this run (at once while it is away; at most timeout_s).
+
+        An ended run's caller waits for this before it is told the end, so that any replica it
+        asks next knows the end too; it costs one write (an ended run's is not lingered over).
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not self.written(run_id) and self._outage.since is None:
+                    wrote = self._wrote
+                    await wrote.wait()
 
     async def begin(self, run: OwnedRun, method: str) -> None:
         """Write a new run's lease, record and request before its caller sees `started`.
@@ -187,20 +203,31 @@ class RunJournal:
             self._recovered()
 
     def _changed(self, run: OwnedRun) -> None:
+        if run.done:
+            self._ended = True
         self._wake.set()
 
     async def run_writer(self) -> None:
         """Write what changed, for every run at once, until cancelled (see the module doc)."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         while True:
+            # A cancellation that lands in a store operation's own timeout can come out as a
+            # failed write (TimeoutError is an OSError); the task still says it was cancelled.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation (shutdown).
             with contextlib.suppress(TimeoutError):  # wake up at least to renew leases
                 async with asyncio.timeout(self.lease_s / 3):
                     await self._wake.wait()
-            if self.linger_s:
+            if self.linger_s and not self._ended:
                 await asyncio.sleep(self.linger_s)  # let a burst of tokens share one write
             self._wake.clear()
-            if await self._write_once(loop.time()) == "failed":
+            self._ended = False
+            written = await self._write_once(loop.time())
+            wrote, self._wrote = self._wrote, asyncio.Event()
+            wrote.set()
+            if written == "failed":
                 failures = self._outage.failures
                 await asyncio.sleep(_BACKOFF_S[min(failures, len(_BACKOFF_S)) - 1])
                 self._wake.set()

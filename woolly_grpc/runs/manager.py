@@ -276,12 +276,21 @@ class RunManager:
         finally:
             run.readers -= 1
 
+    async def stored(self, run_id: str) -> None:
+        """Return once this replica's run is all in the store (see `RunJournal.stored`).
+
+        A caller is told a run ended only when every replica would say so.
+        """
+        if run_id in self._runs:
+            await self.journal.stored(run_id, self.recheck_s)
+
     async def wait(self, run_id: str, *, tenant: str) -> run_pb2.Run:
         """Follow the run to its end (as a reader) and return its record."""
         start = (await self.get(run_id, tenant=tenant)).last_sequence
         async with contextlib.aclosing(self.follow(run_id, after_sequence=start)) as batches:
             async for _ in batches:
                 pass
+        await self.stored(run_id)
         return await self.get(run_id, tenant=tenant)
 
     def abandon(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> None:
