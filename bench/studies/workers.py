@@ -54,6 +54,8 @@ class Server:
     workers: int
     port: int
     clocks: list[CpuClock] = field(default_factory=list)
+    """The server processes' (the workers', or the one server's)."""
+    supervisor: CpuClock | None = None
     units: list[common.Unit] = field(default_factory=list)
     """One cache-hit Execute per connection."""
     calls: int = 0
@@ -87,6 +89,7 @@ async def _start(workers: int, redis: str, directory: str, children: list[common
             raise RuntimeError(f"--workers {workers} did not start (exit {process.returncode})")
         await asyncio.sleep(0.2)  # a start-up wait, bounded above
     server.clocks = [CpuClock(pid) for pid in pids]
+    server.supervisor = CpuClock(process.pid) if workers > 1 else None
     return server
 
 
@@ -150,6 +153,14 @@ def _report(one: Server, two: Server, plan: Plan, loads: tuple[str, str]) -> str
         f"{(s.server_cpu_s + s.client_cpu_s + s.redis_cpu_s) / s.seconds:.2f} |"
         for s in (one, two)
     )
+    mib = [round(c.rss() / 2**20) for c in two.clocks]
+    assert two.supervisor is not None
+    memory = (
+        f"Resident memory after the load: the single server {one.clocks[0].rss() / 2**20:.0f} "
+        f"MiB; with 2 workers, each worker {' and '.join(map(str, mib))} MiB and the "
+        f"supervisor {two.supervisor.rss() / 2**20:.0f} MiB."
+    )
+    bound = 2e6 / (two.per_call_us(two.server_cpu_s) + two.per_call_us(two.client_cpu_s))
     server_us = two.per_call_us(two.server_cpu_s)
     redis_us = two.per_call_us(two.redis_cpu_s)
     cores = CORES * 1e6 / server_us
@@ -175,8 +186,12 @@ cores busy |
 By the measured server CPU per hit ({server_us:.0f} µs, 2 workers), {CORES} workers on \
 {CORES} cores, with the load generators on other machines, would answer about \
 {cores:,.0f} cache hits/s; the one Redis, at {redis_us:.1f} µs per call here, allows \
-{redis_line} (hot copies keep most hits off it). On this machine the load generator takes a \
-core's share itself, so 2 workers compete with it for the 2 cores.
+{redis_line} (hot copies keep most hits off it). On this machine the load generator shares \
+the 2 cores: at the measured CPU per call of server and load generator together, 2 fully \
+free cores allow at most {bound:,.0f} calls/s with 2 workers ({bound / one.rate:.2f}x the 1 \
+worker's rate measured here), whatever the server does.
+
+{memory}
 """
 
 
