@@ -187,7 +187,7 @@ def _claim_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
         addresses = [
             (family, kind, proto, address[0], address[2:])
             for family, kind, proto, _, address in socket.getaddrinfo(
-                host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
         ]
         probes = _bind(addresses, port, reuse_port=False)

@@ -28,8 +28,8 @@ from woolly_grpc.config import Settings, StartupError
 if TYPE_CHECKING:
     from woolly_grpc.server import App
 
-SERVING = "serving"
-"""What a worker tells the supervisor once it takes calls; else it sends ("failed", reason)."""
+SERVING, FAILED = "serving", "failed"
+"""What a worker tells the supervisor: (SERVING, "") once it takes calls, or (FAILED, why)."""
 COPY_EVERY_S = 1.0
 """How often a worker copies its collectors' values for the supervisor's /metrics."""
 _FLAGS = frozenset({"cache_store_failing", "database_failing"})
@@ -64,7 +64,7 @@ def run(number: int, settings: Settings, supervisor: Connection, shared_metrics:
     try:
         asyncio.run(serve(settings, on_serving=serving))
     except StartupError as exc:
-        supervisor.send(("failed", str(exc)))
+        supervisor.send((FAILED, str(exc)))
         sys.exit(2)
 
 
