@@ -172,7 +172,8 @@ class _Supervisor:
                     exitcode,
                     "" if self.stopping else ": stopping the other workers",
                 )
-                self.stop(signal.SIGTERM)
+                if not self.stopping:  # (a second SIGTERM would cut the others' drain short)
+                    self.stop(signal.SIGTERM)
         return code
 
 
