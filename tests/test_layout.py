@@ -33,6 +33,7 @@ SUBSYSTEMS = {
     "saved_agents",
     "store",
     "tracing",
+    "workers",
 }
 BANNED_IN_CORE = ("grpc", "google.protobuf", "prometheus_client", "redis", "woolly_grpc._gen")
 

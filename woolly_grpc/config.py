@@ -8,6 +8,11 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+
+class StartupError(Exception):
+    """The server cannot start with these settings; the message says why in one line."""
+
+
 ModelList = Annotated[tuple[str, ...], NoDecode]
 """Model specs given comma-separated (`openai-chat:a,openai-chat:b`), not as JSON."""
 
@@ -26,6 +31,10 @@ class Settings(BaseSettings):
     """Address to listen on."""
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one."""
+    workers: int = Field(1, ge=1, le=256)
+    """Server processes sharing the port (SO_REUSEPORT), each with its own event loop, under a
+    supervisor that serves the one `/metrics` of them all. More than 1 needs a shared
+    `cache_url` (`redis://`, `redis+cluster://`): runs and cache live there."""
     metrics_port: int = Field(9464, ge=0, le=65535)
     """Port of the Prometheus `/metrics` endpoint (on `host`); 0 turns it off."""
     model: str = "local"
@@ -208,6 +217,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"WOOLLY_TENANT_MAX_CONCURRENT_RUNS ({tenant_max}) is above "
                 f"WOOLLY_MAX_CONCURRENT_RUNS ({self.max_concurrent_runs}), so it would never apply"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _workers_share_a_store(self) -> Settings:
+        if self.workers > 1 and self.cache_url.startswith("memory://"):
+            raise ValueError(
+                f"WOOLLY_WORKERS={self.workers} needs a shared WOOLLY_CACHE_URL (redis:// or "
+                "redis+cluster://): with memory:// each worker would have runs and a cache of "
+                "its own"
             )
         return self
 

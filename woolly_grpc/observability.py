@@ -72,6 +72,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry = registry or CollectorRegistry()
+        self.collectors: list[Collector] = []
+        """The collectors of `add_collector`: their values live in this process only (workers
+        copy them into prometheus-client's multiprocess files, `workers/worker.py`)."""
         self.cache_hits = Counter(
             "cache_hits",
             "Cacheable calls answered from the result cache.",
@@ -132,7 +135,10 @@ class Metrics:
             registry=registry,
         )
         self.active_agents = Gauge(
-            "active_agents", "Runs executing on this replica now.", registry=registry
+            "active_agents",
+            "Runs executing on this replica now.",
+            registry=registry,
+            multiprocess_mode="livesum",  # with workers: the running workers' runs together
         )
         self.overload_refusals = Counter(
             "overload_refusals",
@@ -177,6 +183,11 @@ class Metrics:
             ["agent_type", "source"],
             registry=registry,
         )
+
+    def add_collector(self, collector: Collector) -> None:
+        """Register a collector read at each scrape, and remember it in `collectors`."""
+        self.registry.register(collector)
+        self.collectors.append(collector)
 
     def handled_by_code(self) -> dict[str, int]:
         """RPCs handled since start by status code name (`INVALID_ARGUMENT`), from the counter."""
@@ -375,7 +386,7 @@ class MetricsEndpoint:
         await asyncio.to_thread(self._thread.join, 5.0)
 
 
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s {worker}%(name)s: %(message)s"
 _DATA_LOGGERS = (
     *("httpx", "httpx2", "httpcore", "httpcore2", "openai", "mcp", "fastmcp"),
     *("sqlalchemy", "aiosqlite", "asyncpg", "alembic"),
@@ -418,6 +429,11 @@ class JsonFormatter(logging.Formatter):
     _second = -1
     _stamp = ""
 
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+        """The worker number this process is (`WOOLLY_WORKERS` > 1), written on every line."""
+
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
         second = int(record.created)
@@ -432,17 +448,26 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.worker is not None:
+            entry["worker"] = self.worker
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(settings: Settings) -> None:
-    """Set up the root logger once for the process: level and text or JSON lines on stderr."""
+def configure_logging(settings: Settings, *, worker: int | None = None) -> None:
+    """Set up the root logger once for the process: level and text or JSON lines on stderr.
+
+    A worker process (`WOOLLY_WORKERS` > 1) gives its number, which every line then carries
+    (`worker-2` in text, `"worker": 2` in JSON): the workers share one stderr.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    json_lines = settings.log_format == "json"
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(_TEXT_FORMAT))
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter(worker))
+    else:
+        tag = "" if worker is None else f"worker-{worker} "
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT.format(worker=tag)))
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
     # No format here prints them, and looking them up costs on every record (logging HOWTO).

@@ -10,6 +10,7 @@ import resource
 import signal
 import ssl
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ._gen.woolly.v1 import agent_service_pb2_grpc
 from .api import SERVICE_NAME
 from .cache import ResultCache
 from .config import Settings
+from .config import StartupError as StartupError  # where callers have always caught it
 from .core import (
     REPOSITORY_TOOLSET,
     AgentRunner,
@@ -59,10 +61,6 @@ from .tracing import Tracing, tracer_provider_from_environment
 
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _log = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """The server cannot start with these settings; the message says why in one line."""
 
 
 @dataclass
@@ -172,7 +170,7 @@ def build(
         recheck_s=settings.run_recheck_s,
         max_pending_bytes=settings.run_outage_buffer_bytes,
     )
-    metrics.registry.register(RunStoreCollector(journal))
+    metrics.add_collector(RunStoreCollector(journal))
     refusals = Refusals(lambda limit: metrics.overload_refusals.labels(limit).inc())
     runs = RunManager(
         journal, settings, observer=AgentMetrics(metrics), refusals=refusals, tracer=tracer
@@ -186,7 +184,7 @@ def build(
         )
     except ValueError as exc:
         raise StartupError(f"cannot use WOOLLY_DATABASE_URL: {exc}") from exc
-    metrics.registry.register(HealthCollector(cache, agents.database))
+    metrics.add_collector(HealthCollector(cache, agents.database))
 
     async def agent_revisions(request: convert.AgentRunRequest, tenant: str) -> bytes:
         return await agents.revision_key(tenant, convert.agent_refs(request))
@@ -314,8 +312,9 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
     options = [
-        # A taken port must fail start-up, not be shared silently with another process.
-        ("grpc.so_reuseport", 0),
+        # A taken port must fail start-up, not be shared silently with another process; workers
+        # share theirs, once the supervisor has made sure it was free (`workers/supervisor.py`).
+        ("grpc.so_reuseport", int(settings.workers > 1)),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_allowed_incoming_connections", connection_budget(settings)),
@@ -465,8 +464,19 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(settings: Settings, *, model: Model | None = None) -> None:
-    """Run the server until SIGTERM or SIGINT; a second signal stops it without the grace."""
+async def serve(
+    settings: Settings,
+    *,
+    model: Model | None = None,
+    on_serving: Callable[[App], object] | None = None,
+) -> None:
+    """Run the server until SIGTERM or SIGINT; a second signal stops it without the grace.
+
+    Args:
+        settings: The configuration.
+        model: Use this model instead of `settings.model`.
+        on_serving: Called once the server takes calls (a worker tells its supervisor).
+    """
     app = build(settings, model=model, tracer_provider=tracer_provider_from_environment())
     await start(app)
     tune_gc()
@@ -494,6 +504,8 @@ async def serve(settings: Settings, *, model: Model | None = None) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    if on_serving is not None:  # once a signal drains it: a supervisor may send one now
+        on_serving(app)
     await app.server.wait_for_termination()
     await asyncio.gather(*signals)
     _log.info("stopped")

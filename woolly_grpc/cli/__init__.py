@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from woolly_grpc._gen.woolly.v1 import run_pb2
 from woolly_grpc.api import AGENT_TYPE_LABELS
 from woolly_grpc.client import RunOptionsArgs, SavedAgent, WoollyClient
-from woolly_grpc.config import Settings, describe_error
+from woolly_grpc.config import Settings, StartupError, describe_error
 
 from .agents import add_agents_parser, agents_command
 from .output import describe_rpc_error, print_event, print_result, print_status
@@ -141,9 +141,7 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The server's imports (pydantic-ai, SQLAlchemy) are only needed here.
     from woolly_grpc.observability import configure_logging
-    from woolly_grpc.server import StartupError, serve
 
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     try:
@@ -153,6 +151,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings)
     try:
+        if settings.workers > 1:
+            from woolly_grpc.workers import supervise
+
+            return supervise(settings)
+        # The server's imports (pydantic-ai, SQLAlchemy) are only needed here.
+        from woolly_grpc.server import serve
+
         asyncio.run(serve(settings))
     except StartupError as exc:
         print(f"woolly-grpc: {exc}", file=sys.stderr)
