@@ -1,6 +1,7 @@
 """The agent core's own CPU per short run: in this process, no server, the scripted model.
 
-    python -m bench.studies.core_cost [--runs N] [--at-once C] [--saved] [--profile] [--top N]
+    python -m bench.studies.core_cost [--runs N] [--at-once C] [--interval-ms M] [--saved]
+        [--floor] [--profile] [--top N]
     python -m bench.studies.core_cost --ab /tmp/before [--rounds R]
 
 A short run is what the suite's crowd and core-alone rows run: the summarizer over the fixture
@@ -11,8 +12,11 @@ runs them as a saved agent (own prompt, tool allow-list, temperature). CPU is
 `woolly-grpc serve` uses (`tune_gc`). `--profile` adds a cProfile top list (own time; cProfile
 slows Python about 2x, so its shares are a guide).
 
-`--ab TREE` measures another checkout (e.g. `git worktree add /tmp/before <commit>`) and this
-one, each in a child process of its own, alternating for R rounds, and prints the ratio.
+`--floor` runs the same query through pydantic-ai alone (its Agent with the same instructions
+and repository tools, the same model, no woolly code): what no change in the core can remove.
+`--ab TREE` measures another checkout (e.g. `git worktree add /tmp/before <commit>`), this one
+and pydantic-ai alone, each in a child process of its own, alternating for R rounds, and
+prints the ratios to the other checkout.
 """
 
 from __future__ import annotations
@@ -29,18 +33,65 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bench import _common as common
 
 REPOS_ROOT = common.ROOT / "tests" / "fixtures" / "repos"
+LAYERS = (
+    ("woolly_grpc/", "woolly_grpc"),
+    ("bench/", "the scripted model (bench)"),
+    ("pydantic_ai/", "pydantic-ai"),
+    ("pydantic_graph/", "pydantic-ai"),
+    ("anyio/", "anyio (used by pydantic-ai)"),
+    ("asyncio/", "asyncio"),
+    ("site-packages/", "other libraries (sniffio, opentelemetry, …)"),
+    ("/lib/python3", "other stdlib (dataclasses, contextlib, copy, typing, …)"),
+    ("~", "C functions (builtins, called from all of the above)"),
+)
 CHUNKS = 11
 WARM_UP = 30
 
 
+def _pydantic_ai_alone(model: Any) -> Callable[[str], Awaitable[int]]:
+    """The same run with pydantic-ai alone: its Agent, the tools and the model, no woolly code.
+
+    Driven the cheapest way pydantic-ai offers for streamed events (`iter` + `node.stream`).
+    """
+    from pydantic_ai import Agent
+
+    from woolly_grpc.core import AGENT_SPECS, REPOSITORY_TOOLSET, AgentType, RepoDeps
+
+    agent = Agent(
+        None,
+        deps_type=RepoDeps,
+        instructions=AGENT_SPECS[AgentType.SUMMARIZER].instructions,
+        toolsets=[REPOSITORY_TOOLSET],
+    )
+    deps = RepoDeps("calculator", REPOS_ROOT / "calculator")
+
+    async def run(query: str) -> int:
+        count = 0
+        async with agent.iter(query, deps=deps, model=model) as run:
+            async for node in run:
+                if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
+                    async with node.stream(run.ctx) as events:
+                        async for _ in events:
+                            count += 1
+        return count
+
+    return run
+
+
 async def _measure(
-    runs: int, at_once: int, interval_ms: float, saved: bool, profiler: cProfile.Profile | None
+    runs: int,
+    at_once: int,
+    interval_ms: float,
+    saved: bool,
+    floor: bool,
+    profiler: cProfile.Profile | None,
 ) -> float:
     """CPU ms per run of `runs` short runs, `at_once` at a time."""
     # Imported here: with --tree, woolly_grpc comes from that tree (sys.path set first).
@@ -49,6 +100,7 @@ async def _measure(
     from woolly_grpc.server import tune_gc
 
     runner = AgentRunner(model=scripted_model(), repos_root=REPOS_ROOT)
+    alone = _pydantic_ai_alone(scripted_model()) if floor else None
     agent = (
         SavedAgent(
             "a1",
@@ -64,10 +116,13 @@ async def _measure(
     script = directive(CHUNKS, interval_ms=interval_ms)
 
     async def one() -> int:
+        query = f"{script} ({uuid.uuid4().hex[:12]})"
+        if alone is not None:
+            return await alone(query)
         request = RunRequest(
             "calculator",
             AgentType.SUMMARIZER,
-            f"{script} ({uuid.uuid4().hex[:12]})",
+            query,
             saved_agent=agent,
         )
         return sum([1 async for _ in runner.stream(request)])
@@ -97,10 +152,19 @@ def _top(profiler: cProfile.Profile, runs: int, top: int) -> str:
         reverse=True,
     )  # fmt: skip
     total = sum(own for own, _, _ in rows)
+    by_layer: dict[str, float] = {}
+    for (filename, _, _), (_, _, own, _, _) in entries.items():
+        layer = next((name for marker, name in LAYERS if marker in filename), "other")
+        by_layer[layer] = by_layer.get(layer, 0.0) + own
     lines = [
         f"profiled: {calls / runs:,.0f} Python and C function calls and "
-        f"{total / runs * 1e3:.2f} ms own time per run; top by own time:"
+        f"{total / runs * 1e3:.2f} ms own time per run, by layer:"
     ]
+    lines[1:1] = [
+        f"{own / total:6.1%}  {layer}"
+        for layer, own in sorted(by_layer.items(), key=lambda item: -item[1])
+    ]
+    lines.append("top functions by own time:")
     lines += [
         f"{own / total:6.1%}  {calls / runs:7.1f}/run  {name}" for own, calls, name in rows[:top]
     ]
@@ -121,20 +185,31 @@ def _child(tree: Path, options: list[str]) -> float:
 
 
 def ab(before: Path, rounds: int, options: list[str]) -> str:
-    """Alternate children of the two trees; CPU per run of each, and after / before."""
-    trees = {"before": before, "after": common.ROOT}
-    figures: dict[str, list[float]] = {name: [] for name in trees}
+    """Alternate children: the two trees and pydantic-ai alone; CPU per run, after / before."""
+    load = common.load_average()
+    children = {
+        "before": (before, options),
+        "after": (common.ROOT, options),
+        "pydantic-ai alone": (common.ROOT, [*options, "--floor"]),
+    }
+    figures: dict[str, list[float]] = {name: [] for name in children}
     for index in range(rounds):
-        for name in list(trees)[:: -1 if index % 2 else 1]:
-            figures[name].append(_child(trees[name], options))
-    lines = [f"load average before: {common.load_average()}"]
+        for name in list(children)[:: -1 if index % 2 else 1]:
+            figures[name].append(_child(*children[name]))
+    lines = [f"load average before: {load}; after: {common.load_average()}"]
     lines += [
         f"{name}: " + ", ".join(f"{x:.2f}" for x in xs) + f" ms CPU per run (median "
-        f"{statistics.median(xs):.2f})"
+        f"{statistics.median(xs):.2f}, least {min(xs):.2f})"
         for name, xs in figures.items()
     ]
-    ratios = [a / b for a, b in zip(figures["after"], figures["before"], strict=True)]
-    lines.append("after / before: " + ", ".join(f"{r:.2f}" for r in ratios))
+    medians = {name: statistics.median(xs) for name, xs in figures.items()}
+    for name in ("after", "pydantic-ai alone"):
+        ratios = [a / b for a, b in zip(figures[name], figures["before"], strict=True)]
+        lines.append(
+            f"{name} / before, round by round: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + f"; of the medians {medians[name] / medians['before']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -144,6 +219,9 @@ def main() -> None:
     parser.add_argument("--at-once", type=int, default=1)
     parser.add_argument("--interval-ms", type=float, default=0, help="between chunks")
     parser.add_argument("--saved", action="store_true", help="run as a saved agent")
+    parser.add_argument(
+        "--floor", action="store_true", help="the same runs through pydantic-ai alone"
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--ab", type=Path, help="a checkout of the code before the change")
@@ -154,13 +232,16 @@ def main() -> None:
     options = ["--runs", str(args.runs), "--at-once", str(args.at_once)]
     options += ["--interval-ms", str(args.interval_ms)]
     options += ["--saved"] if args.saved else []
+    options += ["--floor"] if args.floor else []
     if args.ab is not None:
         print(ab(args.ab.resolve(), args.rounds, options))
         return
     if args.tree is not None:
         sys.path.insert(0, str(args.tree.resolve()))
     profiler = cProfile.Profile() if args.profile else None
-    cpu_ms = asyncio.run(_measure(args.runs, args.at_once, args.interval_ms, args.saved, profiler))
+    cpu_ms = asyncio.run(
+        _measure(args.runs, args.at_once, args.interval_ms, args.saved, args.floor, profiler)
+    )
     if args.json:
         print(json.dumps({"cpu_ms_per_run": cpu_ms}))
         return
