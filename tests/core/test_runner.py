@@ -1,4 +1,4 @@
-"""AgentRunner in-process: Agents built once per configuration still give each run its own."""
+"""AgentRunner in-process: each saved-agent configuration runs with its own settings."""
 
 from __future__ import annotations
 

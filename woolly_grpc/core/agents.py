@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic_ai import Agent
-from pydantic_ai.settings import ModelSettings
-from pydantic_ai.toolsets import AbstractToolset
 
 from .tools import RepoDeps
 from .types import AgentType, RunRequest
@@ -104,31 +102,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[…]"
 
 
-def build_agent(
-    agent_type: AgentType,
-    *,
-    toolset: AbstractToolset[RepoDeps],
-    retries: int,
-    system_prompt: str = "",
-    model_settings: ModelSettings | None = None,
-) -> Agent[RepoDeps, str]:
-    """One reusable pydantic-ai Agent of a type (the model comes per run).
-
-    A saved agent's `system_prompt` follows the type's instructions as a part of its own, which
-    reads to the model exactly as instructions given to each run would.
-    """
-    spec = AGENT_SPECS[agent_type]
-    base = f"{spec.instructions}\n\n{_FORMAT}"
-    return Agent(
-        None,
-        deps_type=RepoDeps,
-        output_type=str,
-        name=agent_type.value,
-        instructions=[base, system_prompt] if system_prompt else base,
-        toolsets=[toolset],
-        retries=retries,
-        model_settings=model_settings,
-    )
+def build_agents() -> dict[AgentType, Agent[RepoDeps, str]]:
+    """Build one reusable pydantic-ai Agent per type (no model and no tools: both come per run)."""
+    return {
+        spec.agent_type: Agent(
+            None,
+            deps_type=RepoDeps,
+            output_type=str,
+            name=spec.agent_type.value,
+            instructions=f"{spec.instructions}\n\n{_FORMAT}",
+        )
+        for spec in AGENT_SPECS.values()
+    }
 
 
 def build_prompt(request: RunRequest) -> str:

@@ -30,7 +30,7 @@ from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.usage import RunUsage, UsageLimits
 
-from .agents import build_agent, build_prompt
+from .agents import build_agents, build_prompt
 from .exceptions import FieldViolation, InvalidInput, WoollyError
 from .failures import core_error
 from .models import Models
@@ -43,7 +43,6 @@ from .types import (
     Event,
     Limits,
     RunRequest,
-    SavedAgent,
     Started,
     TextDelta,
     ToolCall,
@@ -54,12 +53,6 @@ from .types import (
 
 TOOL_RESULT_PREVIEW_CHARS = 500
 """How much of a tool's answer a ToolResult event carries (the model sees all of it)."""
-MAX_AGENTS = 256
-"""Agents kept built (one per agent type and saved-agent configuration); the least recent go."""
-
-_AgentKey = tuple[AgentType, str, frozenset[str], float | None, int | None]
-"""Everything an Agent is built from: type, saved prompt, tool allow-list, sampling settings.
-The model is not in it: each run passes its own (`Models` builds each once)."""
 
 
 class AgentRunner:
@@ -91,16 +84,16 @@ class AgentRunner:
         self.limits = limits or Limits()
         self.tool_retries = tool_retries
         self.models = model if isinstance(model, Models) else Models(model)
-        self.instrumentation = instrumentation
         self._usage_limits = UsageLimits(
             request_limit=self.limits.max_model_requests,
             tool_calls_limit=self.limits.max_tool_calls,
         )
-        # Built once per configuration and shared by its runs (safe across tasks: pydantic-ai
-        # keeps run state per run): building an Agent and its toolset costs more than a run.
-        self._agents: dict[_AgentKey, Agent[RepoDeps, str]] = {}
-        for agent_type in AgentType:
-            self._agent(agent_type, None)
+        self._agents = build_agents()
+        if instrumentation is not None:
+            # Per agent, not `Agent.instrument_all`: that is for the whole process, and a
+            # process may hold several servers (tests), each with its own tracer provider.
+            for agent in self._agents.values():
+                agent.instrument = instrumentation
 
     @property
     def model_name(self) -> str:
@@ -119,35 +112,6 @@ class AgentRunner:
         if violations:
             raise InvalidInput(violations)
         return resolve_repository(self.repos_root, request.repository)
-
-    def _agent(self, agent_type: AgentType, saved: SavedAgent | None) -> Agent[RepoDeps, str]:
-        """The Agent for a type, or for a saved agent's configuration; built on first use."""
-        key: _AgentKey = (
-            (agent_type, saved.system_prompt, frozenset(saved.tools), saved.temperature,
-             saved.max_output_tokens)
-            if saved is not None
-            else (agent_type, "", frozenset(), None, None)
-        )  # fmt: skip
-        if (agent := self._agents.pop(key, None)) is None:
-            toolset = self.toolset
-            if saved is not None and saved.tools:
-                allowed = frozenset(saved.tools)
-                toolset = toolset.filtered(lambda _ctx, tool: tool.name in allowed)
-            agent = build_agent(
-                agent_type,
-                toolset=toolset,
-                retries=self.tool_retries,
-                system_prompt=saved.system_prompt if saved is not None else "",
-                model_settings=_settings(saved) if saved is not None else None,
-            )
-            if self.instrumentation is not None:
-                # Per agent, not `Agent.instrument_all`: that is for the whole process, and a
-                # process may hold several servers (tests), each with its own tracer provider.
-                agent.instrument = self.instrumentation
-            if len(self._agents) >= MAX_AGENTS:
-                del self._agents[next(iter(self._agents))]
-        self._agents[key] = agent  # last = most recently used
-        return agent
 
     async def stream(
         self,
@@ -173,6 +137,10 @@ class AgentRunner:
         yield Started(model=spec, agent_type=agent_type)
         began = time.perf_counter()
         transcript = _Transcript(agent_type)
+        toolset = self.toolset
+        if saved is not None and saved.tools:
+            allowed = frozenset(saved.tools)
+            toolset = toolset.filtered(lambda _ctx, tool: tool.name in allowed)
         used: Usage | None = None
         with capture_run_messages() as messages:
             try:
@@ -180,11 +148,15 @@ class AgentRunner:
                 # the agent in a task of its own and hands every event over an anyio memory
                 # stream (a checkpoint on each side and a task switch per event): 11 % fewer
                 # calls per short run. The run's contexts are this task's, hence `aclosing`.
-                async with self._agent(agent_type, saved).iter(
+                async with self._agents[agent_type].iter(
                     build_prompt(request),
                     deps=deps,
                     model=self.models.get(spec, agent_type),
+                    model_settings=_settings(request),
+                    toolsets=[toolset],
+                    instructions=saved.system_prompt if saved and saved.system_prompt else None,
                     usage_limits=self._usage_limits,
+                    retries=self.tool_retries,
                 ) as run:
                     async for node in run:
                         if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
@@ -223,8 +195,11 @@ class AgentRunner:
         )
 
 
-def _settings(saved: SavedAgent) -> ModelSettings | None:
+def _settings(request: RunRequest) -> ModelSettings | None:
     """A saved agent's own sampling settings, if it has any."""
+    saved = request.saved_agent
+    if saved is None:
+        return None
     settings: ModelSettings = {}
     if saved.temperature is not None:
         settings["temperature"] = saved.temperature
