@@ -145,7 +145,7 @@ async def _measure(
 def _top(profiler: cProfile.Profile, runs: int, top: int) -> str:
     stats = pstats.Stats(profiler, stream=io.StringIO())
     entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    calls = stats.total_calls  # type: ignore[attr-defined]
+    total_calls = stats.total_calls  # type: ignore[attr-defined]
     rows = sorted(
         ((own, calls, f"{Path(f).parent.name}/{Path(f).name}:{line}({fn})")
          for (f, line, fn), (calls, _, own, _, _) in entries.items()),
@@ -157,7 +157,7 @@ def _top(profiler: cProfile.Profile, runs: int, top: int) -> str:
         layer = next((name for marker, name in LAYERS if marker in filename), "other")
         by_layer[layer] = by_layer.get(layer, 0.0) + own
     lines = [
-        f"profiled: {calls / runs:,.0f} Python and C function calls and "
+        f"profiled: {total_calls / runs:,.0f} Python and C function calls and "
         f"{total / runs * 1e3:.2f} ms own time per run, by layer:"
     ]
     lines[1:1] = [
