@@ -18,7 +18,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tests.helpers import assert_eventually, read, read_rest, streamed_text, type_value
 from tests.runs.test_replicas import start_replica_process
-from tests.support.redis_server import RedisServer, running_redis
+from tests.support.redis_server import RedisServer, running_redis, with_options
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.config import Settings
@@ -116,7 +116,9 @@ async def test_the_other_replica_knows_a_run_as_soon_as_its_caller_does(
     the default 0.25 s per-operation bound, which is an outage (tested below), so the bound is wide.
     """
     await shared_redis.flush()
-    shared = settings.model_copy(update={"cache_url": f"{shared_redis.url}?op_timeout_s=10"})
+    shared = settings.model_copy(
+        update={"cache_url": with_options(shared_redis.url, op_timeout_s=10)}
+    )
     async with running_server(shared) as owner, running_server(shared) as other:
         not_found = 0
 
@@ -155,7 +157,9 @@ async def test_the_other_replica_knows_a_runs_end_as_soon_as_its_caller_does(
     got its response (Execute): SUCCEEDED every time (before, RUNNING until the owner's journal
     wrote the end, up to WOOLLY_RUN_LOG_LINGER_S later). The bound is wide as above."""
     await shared_redis.flush()
-    shared = settings.model_copy(update={"cache_url": f"{shared_redis.url}?op_timeout_s=10"})
+    shared = settings.model_copy(
+        update={"cache_url": with_options(shared_redis.url, op_timeout_s=10)}
+    )
     async with running_server(shared) as owner, running_server(shared) as other:
 
         async def streamed(i: int) -> int:

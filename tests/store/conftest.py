@@ -38,7 +38,7 @@ def clock() -> FakeClock:
 @pytest_asyncio.fixture
 async def lone_store(lone_server: RedisServer, clock: FakeClock) -> AsyncIterator[RedisStore]:
     """A RedisStore with the default timeout and cooldown, on the test's own server."""
-    store = RedisStore(lone_server.url, clock=clock)
+    store = RedisStore(lone_server.bare_url, clock=clock)
     yield store
     await store.close()
 
@@ -54,7 +54,7 @@ async def memory_store(clock: FakeClock) -> AsyncIterator[MemoryStore]:
 async def redis_store(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[RedisStore]:
     await redis_server.flush()
     # A generous timeout: these tests check behaviour, not speed, on a shared machine.
-    store = RedisStore(redis_server.url, op_timeout_s=2.0, clock=clock)
+    store = RedisStore(redis_server.bare_url, op_timeout_s=2.0, clock=clock)
     yield store
     await store.close()
 

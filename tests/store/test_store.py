@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.helpers import assert_eventually
-from tests.support.redis_server import CLUSTER
+from tests.support.redis_server import CLUSTER, with_options
 from woolly_grpc.store import MemoryStore, RedisStore, StoreError, open_store
 from woolly_grpc.store.base import Append, Claim, Publish, Put
 
@@ -363,7 +363,7 @@ async def test_redis_more_concurrent_operations_than_connections_wait_their_turn
 
 
 async def test_redis_subscriptions_never_take_the_connections_operations_need(redis_server):
-    store = RedisStore(f"{redis_server.url}?max_connections=2", op_timeout_s=2.0)
+    store = RedisStore(with_options(redis_server.bare_url, max_connections=2), op_timeout_s=2.0)
     try:
         async with contextlib.AsyncExitStack() as stack:
             for index in range(4):  # twice the pool: each holds a connection while it lasts

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
@@ -46,6 +47,11 @@ class RedisNode:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def bare_url(self) -> str:
+        """The URL without options (a node's `url` has none)."""
+        return self.url
 
     @property
     def ports(self) -> list[int]:
@@ -150,6 +156,14 @@ class RedisClusterServer:
 
     @property
     def url(self) -> str:
+        # A cluster client's first operations learn the layout from every node: on two busy
+        # shared cores that alone can outlast the 0.25 s default bound, which tests would then
+        # take for an outage. Outage tests stop or kill the nodes, which a 2 s bound still sees.
+        return f"{self.bare_url}?op_timeout_s=2"
+
+    @property
+    def bare_url(self) -> str:
+        """The URL without options, for a RedisStore built directly (its bounds as arguments)."""
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     @property
@@ -231,3 +245,10 @@ async def running_redis() -> AsyncIterator[RedisServer]:
             yield server
         finally:
             await server.stop()
+
+
+def with_options(url: str, **options: object) -> str:
+    """`url` with these query options set (over any it has)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | {k: str(v) for k, v in options.items()}
+    return urlunsplit(parts._replace(query=urlencode(query)))
