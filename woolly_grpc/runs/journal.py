@@ -145,8 +145,8 @@ class RunJournal:
         self.on_lease_lost = on_lease_lost
         self._pending: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
-        self._ended = False
-        """A run ended since the last write: the writer writes at once, without lingering."""
+        self._ended = asyncio.Event()
+        """A run ended since the last write: the writer writes at once, lingering no more."""
         self._wrote = asyncio.Event()
         """Set (and replaced) after each write attempt, for `stored`."""
         self._outage = _Outage()
@@ -204,7 +204,7 @@ class RunJournal:
 
     def _changed(self, run: OwnedRun) -> None:
         if run.done:
-            self._ended = True
+            self._ended.set()
         self._wake.set()
 
     async def run_writer(self) -> None:
@@ -220,10 +220,12 @@ class RunJournal:
             with contextlib.suppress(TimeoutError):  # wake up at least to renew leases
                 async with asyncio.timeout(self.lease_s / 3):
                     await self._wake.wait()
-            if self.linger_s and not self._ended:
-                await asyncio.sleep(self.linger_s)  # let a burst of tokens share one write
+            if self.linger_s:  # let a burst of tokens share one write, unless a run ended
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.linger_s):
+                        await self._ended.wait()
             self._wake.clear()
-            self._ended = False
+            self._ended.clear()
             written = await self._write_once(loop.time())
             wrote, self._wrote = self._wrote, asyncio.Event()
             wrote.set()
