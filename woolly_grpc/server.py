@@ -90,6 +90,8 @@ class App:
     """The shutdown, once begun (`stop`)."""
     tracing: Tracing | None = None
     """Its traces, when tracing is on; their last spans are exported at `stop`."""
+    connections: int = 0
+    """Most client connections it holds at once (`connection_budget`)."""
 
 
 def build(
@@ -190,6 +192,7 @@ def build(
         return await agents.revision_key(tenant, convert.agent_refs(request))
 
     keys = _api_keys(settings)
+    connections = connection_budget(settings)
     server = aio.server(
         interceptors=build_interceptors(
             cache if settings.cache_enabled else None,
@@ -199,7 +202,7 @@ def build(
             replays=replays,
             tracer=tracer,
         ),
-        options=_server_options(settings),
+        options=_server_options(settings, connections),
     )
     chains = ChainRunner(runner, tracer=tracer)
     status = StatusReporter(
@@ -248,6 +251,7 @@ def build(
         models=models,
         key_file=keys if isinstance(keys, KeyFile) else None,
         tracing=tracing,
+        connections=connections,
     )
 
 
@@ -310,14 +314,14 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def _server_options(settings: Settings) -> list[tuple[str, int]]:
+def _server_options(settings: Settings, connections: int) -> list[tuple[str, int]]:
     options = [
         # A taken port must fail start-up, not be shared silently with another process; workers
         # share theirs, once the supervisor has made sure it was free (`workers/supervisor.py`).
         ("grpc.so_reuseport", int(settings.workers > 1)),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_allowed_incoming_connections", connection_budget(settings)),
+        ("grpc.max_allowed_incoming_connections", connections),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
         ("grpc.server_handshake_timeout_ms", _ms(settings.handshake_timeout_s)),
         ("grpc.max_connection_idle_ms", _ms(settings.connection_idle_s)),
@@ -487,7 +491,7 @@ async def serve(
         app.port,
         settings.model,
         settings.repos_root,
-        connection_budget(settings),
+        app.connections,
     )
     if app.tracing is not None:
         _log.info("tracing on: spans exported over OTLP/gRPC as the OTEL_* variables say")

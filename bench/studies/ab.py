@@ -15,6 +15,7 @@ import asyncio
 import functools
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from grpc import aio
@@ -25,14 +26,23 @@ from bench.cases import SERVICE, CpuClock, woolly_request
 CALLERS = 64
 
 
-async def start_tree(tree: Path, *options: str) -> tuple[common.Child, int]:
-    """`bench.serve_child --scripted` with `tree`'s code, and its port."""
+async def start_tree(
+    tree: Path,
+    *options: str,
+    env: Mapping[str, str] | None = None,
+    inherited: Mapping[str, str] = os.environ,
+) -> tuple[common.Child, int]:
+    """`bench.serve_child --scripted` with `tree`'s code, and its port.
+
+    The child gets `inherited` (this process's environment) with `env` over it.
+    """
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "bench.serve_child", "--port", "0", "--scripted", *options),
         cwd=tree,
         stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(tree)},  # that tree's woolly_grpc, not ours
+        # That tree's woolly_grpc, not ours.
+        env={**inherited, "PYTHONPATH": str(tree), **(env or {})},
     )
     assert proc.stdout is not None
     return proc, int(await asyncio.wait_for(proc.stdout.readline(), timeout=60))

@@ -28,22 +28,15 @@ from grpc import aio
 
 from bench import _common as common
 from bench.cases import SERVICE, CpuClock, woolly_request
+from bench.studies.ab import start_tree
 
 CALLERS = 64
 
 
 async def start(tree: Path, env: dict[str, str]) -> tuple[common.Child, int]:
     """`bench.serve_child --scripted` with `tree`'s code and these variables; its port."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "bench.serve_child", "--port", "0", "--scripted"),
-        cwd=tree,
-        stdout=asyncio.subprocess.PIPE,
-        # Our own OTEL_* variables, if any, must not make the untraced servers trace.
-        env={**_without_otel(os.environ), "PYTHONPATH": str(tree), **env},
-    )
-    assert proc.stdout is not None
-    return proc, int(await asyncio.wait_for(proc.stdout.readline(), timeout=60))
+    # Our own OTEL_* variables, if any, must not make the untraced servers trace.
+    return await start_tree(tree, env=env, inherited=_without_otel(os.environ))
 
 
 def _without_otel(environ: Mapping[str, str]) -> dict[str, str]:
