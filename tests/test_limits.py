@@ -41,6 +41,17 @@ async def rpc_error(call) -> aio.AioRpcError:
     return caught.value
 
 
+def gated(gate: asyncio.Event) -> FunctionModel:
+    """A model that streams "working. ", then "done." once `gate` is set."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        yield "working. "
+        await gate.wait()
+        yield "done."
+
+    return FunctionModel(stream_function=stream)
+
+
 async def test_an_oversized_context_is_invalid(server: RunningServer) -> None:
     request = agent_service_pb2.ExecuteRequest(
         repository_name="calculator", agent_type=type_value("summarizer"), user_query="q"
@@ -73,13 +84,8 @@ async def test_runs_beyond_the_limit_are_refused_with_a_retry_hint(
     caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.limits")
     gate = asyncio.Event()
 
-    async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        yield "working. "
-        await gate.wait()
-        yield "done."
-
     one = settings.model_copy(update={"max_concurrent_runs": 1})
-    async with running_server(one, model=FunctionModel(stream_function=gated)) as srv:
+    async with running_server(one, model=gated(gate)) as srv:
         first = srv.stub.StreamExecute(stream_request("first"), timeout=30)
         started = await read(first)
         await read(first)  # the one run allowed is now at the gate
@@ -176,11 +182,6 @@ def _retry_delay_s(error: aio.AioRpcError) -> float | None:
 async def test_a_tenant_at_its_limit_is_refused_while_others_run(settings: Settings) -> None:
     gate = asyncio.Event()
 
-    async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        yield "working. "
-        await gate.wait()
-        yield "done."
-
     alice = (("authorization", "Bearer k-alice-limits"),)
     bob = (("authorization", "Bearer k-bob-limits"),)
     limited = settings.model_copy(
@@ -190,7 +191,7 @@ async def test_a_tenant_at_its_limit_is_refused_while_others_run(settings: Setti
             "tenant_max_concurrent_runs": 1,
         }
     )
-    async with running_server(limited, model=FunctionModel(stream_function=gated)) as srv:
+    async with running_server(limited, model=gated(gate)) as srv:
         first = srv.stub.StreamExecute(stream_request("alice 1"), metadata=alice, timeout=30)
         started = await read(first)
         await read(first)  # alice's one run is now at the gate
@@ -221,13 +222,8 @@ async def test_a_tenant_at_its_limit_is_refused_while_others_run(settings: Setti
 async def test_without_a_tenant_limit_one_tenant_may_use_every_slot(settings: Settings) -> None:
     gate = asyncio.Event()
 
-    async def gated(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        yield "working. "
-        await gate.wait()
-        yield "done."
-
     two = settings.model_copy(update={"max_concurrent_runs": 2})
-    async with running_server(two, model=FunctionModel(stream_function=gated)) as srv:
+    async with running_server(two, model=gated(gate)) as srv:
         calls = [srv.stub.StreamExecute(stream_request(f"q{i}"), timeout=30) for i in (1, 2)]
         for call in calls:
             await read(call)
