@@ -11,8 +11,9 @@ from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.core import AgentType, Event, Started, TextDelta, UsageMeter
 from woolly_grpc.runs import RunJournal, RunManager
+from woolly_grpc.runs.journal import log_key
 from woolly_grpc.store import MemoryStore
-from woolly_grpc.store.base import Claim, Write
+from woolly_grpc.store.base import Append, Claim, Write
 
 
 class SlowBeginStore(MemoryStore):
@@ -90,3 +91,38 @@ async def test_a_detached_caller_joining_a_run_keeps_it_going() -> None:
     await follower.aclose()
     await runs.cancel(run_id, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
     await runs.close()
+
+
+class AppendRecordingStore(MemoryStore):
+    """Keeps every log append the journal writes; `appended` is set once there are five."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: list[Append] = []
+        self.appended = asyncio.Event()
+
+    async def write(self, batch: Sequence[Write]) -> list[bool]:
+        self.appends += [op for op in batch if isinstance(op, Append) and op.entries]
+        if len(self.appends) >= 5:
+            self.appended.set()
+        return await super().write(batch)
+
+
+async def test_a_runs_log_gets_its_expiry_on_its_first_write_and_its_last_only() -> None:
+    """Each flush in between is one command less on Redis, and the log never lacks an expiry."""
+    store = AppendRecordingStore()
+    runs = RunManager(journal(store), Settings(max_concurrent_runs=1, orphan_grace_s=0))
+    await runs.open()
+    run_id, _ = await start(runs)
+    await store.appended.wait()  # five flushes, 50 ms apart, of deltas 10 ms apart
+
+    await runs.cancel(run_id, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
+    await runs.stored(run_id)
+    await runs.close()
+
+    ttls = [append.ttl_s for append in store.appends]
+    assert ttls[0] == ttls[-1] == 60, "the retention, when the log is created and when it ends"
+    assert set(ttls[1:-1]) == {None}, f"no renewal in between: {ttls}"
+    assert sum(len(append.entries) for append in store.appends) == len(
+        await store.read(log_key(run_id))
+    ), "every event was written"

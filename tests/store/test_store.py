@@ -125,6 +125,25 @@ async def test_a_write_does_a_batch_in_order_and_answers_its_claims(store):
     assert await store.write([]) == []
 
 
+async def test_an_append_without_a_ttl_keeps_the_logs_expiry(store, elapse):
+    # The run journal sets a log's TTL on its first and last write only: a write in between
+    # must neither renew nor drop it, and a claim's answer must still be found among the rest.
+    done = await store.write(
+        [
+            Append("log", [b"a"], 0.05),
+            Append("log", [b"b"], None),
+            Claim("lease", "me", 60),
+            Append("log", [], None),
+            Claim("lease", "other", 60),
+        ]
+    )
+    assert done == [True, True, True, True, False]
+    assert await store.read("log") == [b"a", b"b"]
+    await store.write([Append("log", [b"c"], None)])
+    await elapse(0.05)
+    assert await store.read("log") == [], "the first append's TTL still held"
+
+
 async def test_subscribers_get_what_is_published_after_they_subscribe(store):
     await store.publish("news", b"before anyone listens")
     async with store.subscribe("news") as first, store.subscribe("news") as second:

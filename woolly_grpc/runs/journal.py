@@ -96,6 +96,8 @@ class _Pending:
     """When the owner lease was last renewed (event-loop time)."""
     ended: bool = False
     """Whether the store holds the run's final record."""
+    log_renewed_at: float = float("-inf")
+    """When the stored log's expiry was last set (event-loop time)."""
 
 
 @dataclass
@@ -190,7 +192,10 @@ class RunJournal:
         )
         run.on_change = self._changed
         now = asyncio.get_running_loop().time()
-        batch = [Claim(_owner_key(run.id), self.replica, self.lease_s), *self._run_writes(pending)]
+        batch = [
+            Claim(_owner_key(run.id), self.replica, self.lease_s),
+            *self._run_writes(pending, now),
+        ]
         try:
             await self.store.write(batch)
         except StoreError as exc:
@@ -199,7 +204,7 @@ class RunJournal:
             del self._pending[run.id]
             raise
         else:
-            pending.request, pending.renewed_at = None, now
+            pending.request, pending.renewed_at, pending.log_renewed_at = None, now, now
             self._recovered()
 
     def _changed(self, run: OwnedRun) -> None:
@@ -247,7 +252,7 @@ class RunJournal:
         self._bound_pending()
         batch: list[Write] = []
         claims: list[_Pending] = []  # the runs whose lease this write renews, in batch order
-        progress: list[tuple[_Pending, int, bool]] = []  # (run, events written, ended)
+        progress: list[tuple[_Pending, int, bool, bool]] = []  # run, written, ended, renewed
         for pending in list(self._pending.values()):
             if len(batch) > _MAX_WRITE_ENTRIES:
                 self._wake.set()  # the rest next time
@@ -256,11 +261,13 @@ class RunJournal:
             if run is not None and not run.done and now - pending.renewed_at >= self.lease_s / 3:
                 batch.append(Claim(_owner_key(run.id), self.replica, self.lease_s))
                 claims.append(pending)
-            writes = self._run_writes(pending)
+            writes = self._run_writes(pending, now)
             if writes:
                 batch += writes
                 ended = run is None or run.done
-                progress.append((pending, len(run.log) if run else pending.written, ended))
+                renewed = any(isinstance(w, Append) and w.ttl_s is not None for w in writes)
+                written = len(run.log) if run else pending.written
+                progress.append((pending, written, ended, renewed))
         if not batch:
             return "idle"
         try:
@@ -277,14 +284,25 @@ class RunJournal:
                 pending.renewed_at = now
             elif pending.run is not None:
                 self._lost(pending.run)
-        for pending, written, ended in progress:
-            pending.written, pending.request, pending.ended = written, None, ended
-            if ended and (pending.run is None or written >= len(pending.run.log)):
-                self._pending.pop(pending.record.id, None)
+        self._advance(progress, now)
         return "written"
 
-    def _run_writes(self, pending: _Pending) -> list[Write]:
-        """What the store lacks of one run (new events, record, request); [] if nothing."""
+    def _advance(self, progress: list[tuple[_Pending, int, bool, bool]], now: float) -> None:
+        """After a write: what the store now holds of each run; ended runs written are done."""
+        for pending, written, ended, renewed in progress:
+            pending.written, pending.request, pending.ended = written, None, ended
+            if renewed:
+                pending.log_renewed_at = now
+            if ended and (pending.run is None or written >= len(pending.run.log)):
+                self._pending.pop(pending.record.id, None)
+
+    def _run_writes(self, pending: _Pending, now: float) -> list[Write]:
+        """What the store lacks of one run (new events, record, request); [] if nothing.
+
+        The log's expiry is set on its first write and its last, and renewed in between only
+        every tenth of the retention: one command per write less, and a long run's beginning
+        still never expires before its end.
+        """
         run, ttl = pending.run, self.retention_s
         if run is None:  # only its final record was kept: it claims events the log lacks
             record = pending.record
@@ -302,9 +320,10 @@ class RunJournal:
         if not run.done or stored < record.last_sequence:
             record.status = run_pb2.RUN_STATUS_RUNNING
         record.last_sequence = stored
+        renew = run.done or not pending.written or now - pending.log_renewed_at >= ttl / 10
         return [
             *writes,
-            Append(log_key(run.id), new, ttl),
+            Append(log_key(run.id), new, ttl if renew else None),
             Put(record_key(run.id), record.SerializeToString(), ttl),
             Publish(run_channel(run.id), str(stored).encode()),
         ]

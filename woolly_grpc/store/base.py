@@ -31,7 +31,9 @@ class Append:
 
     key: str
     entries: Sequence[bytes]
-    ttl_s: float
+    ttl_s: float | None
+    """None keeps the log's expiry as it is (one command less on Redis): for a writer that
+    renews it only now and then, and set it on the log's first append."""
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,12 @@ class MemoryStore:
         if size <= self.max_bytes:
             self._put(key, _Item(bytes(value), now + max(ttl_s, _MIN_TTL_S), size))
 
-    async def append(self, key: str, entries: Sequence[bytes], *, ttl_s: float) -> int:
-        """Append to the log under `key`, renew its TTL, and return its new length."""
+    async def append(self, key: str, entries: Sequence[bytes], *, ttl_s: float | None) -> int:
+        """Append to the log under `key`, renew its TTL, and return its new length.
+
+        `ttl_s=None` (from a `write`'s `Append`) keeps the expiry; a new log then never expires,
+        as in Redis.
+        """
         item = self._live(key)
         if item is None:
             if not entries:
@@ -110,7 +114,10 @@ class MemoryStore:
         item.size += sum(len(entry) for entry in entries)
         if item.size > self.max_bytes:
             raise StoreError(f"the log {key!r} outgrew max_bytes={self.max_bytes} and was dropped")
-        item.expires_at = self._clock() + max(ttl_s, _MIN_TTL_S)
+        if ttl_s is not None:
+            item.expires_at = self._clock() + max(ttl_s, _MIN_TTL_S)
+        elif not item.expires_at:
+            item.expires_at = math.inf
         self._put(key, item)
         return len(log)
 

@@ -183,7 +183,6 @@ class RedisStore:
             return []
         async with self._guard("write"), self._redis.pipeline(transaction=False) as pipe:
             claims: list[int] = []  # where each Claim's answer is among the pipeline's replies
-            queued = 0
             for op in batch:
                 match op:
                     case Put():
@@ -191,16 +190,15 @@ class RedisStore:
                     case Append():
                         if op.entries:
                             pipe.rpush(self._prefix + op.key, *op.entries)
-                            queued += 1
-                        pipe.pexpire(self._prefix + op.key, _ms(op.ttl_s))
+                        if op.ttl_s is not None:
+                            pipe.pexpire(self._prefix + op.key, _ms(op.ttl_s))
                     case Publish() if isinstance(pipe, ClusterPipeline):
                         pipe.spublish(self._prefix + op.channel, op.message)
                     case Publish():
                         pipe.publish(self._prefix + op.channel, op.message)
                     case Claim():
-                        claims.append(queued)
+                        claims.append(len(pipe))
                         pipe.eval(_CLAIM, 1, self._prefix + op.key, op.holder, _ms(op.ttl_s))
-                queued += 1
             replies = await pipe.execute()
         answers = iter(bool(replies[i]) for i in claims)
         return [next(answers) if isinstance(op, Claim) else True for op in batch]
