@@ -16,7 +16,9 @@ Redis. Cases, each a table of the report (`bench/cases/` measures them):
    against the agent core run in-process;
 3. 1,000 concurrent streams of ~1 s each: wall time, server RSS, memory per stream;
 4. 100 identical concurrent misses: how often the model ran;
-5. Redis commands per uncached run and per hit.
+5. Redis commands per uncached run and per hit;
+6. cache-hit calls/s with 2 workers (`WOOLLY_WORKERS`) against 1, on the same Redis
+   (`bench.studies.workers`: two more servers, started for this case).
 """
 
 from __future__ import annotations
@@ -36,8 +38,26 @@ from bench import cases
 from bench.cases import Plan, Servers
 from woolly_grpc.server import tune_gc
 
-FULL = Plan(rounds=5, calls=100, streams=10, burst_s=0.6, live_streams=8, crowd=1000)
-QUICK = Plan(rounds=2, calls=30, streams=3, burst_s=0.2, live_streams=3, crowd=200)
+FULL = Plan(
+    rounds=5,
+    calls=100,
+    streams=10,
+    burst_s=0.6,
+    live_streams=8,
+    crowd=1000,
+    worker_rounds=4,
+    worker_burst_s=2.0,
+)
+QUICK = Plan(
+    rounds=2,
+    calls=30,
+    streams=3,
+    burst_s=0.2,
+    live_streams=3,
+    crowd=200,
+    worker_rounds=2,
+    worker_burst_s=0.5,
+)
 WOOLLY, PEER = "bench.serve_child", "bench.peers.fastapi_sse"
 CROWD_RUNS = "1100"
 """Woolly's run limit on the memory-store child, above the 1,000 concurrent streams."""
@@ -99,7 +119,14 @@ async def run(plan: Plan) -> str:
         servers = await _start(stack)
         started = perf_counter() - begin
         sections, ratios = [], []
-        for case in (cases.hits, cases.live_streams, cases.crowd, cases.coalescing, cases.redis):
+        for case in (
+            cases.hits,
+            cases.live_streams,
+            cases.crowd,
+            cases.coalescing,
+            cases.redis,
+            cases.workers,
+        ):
             section, found = await case(servers, plan)
             sections.append(section)
             ratios += found

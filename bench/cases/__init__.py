@@ -4,6 +4,7 @@ from ._base import SERVICE, CpuClock, Plan, Servers, fresh, woolly_request
 from .hits import hits
 from .misses import coalescing, redis
 from .streams import crowd, live_streams
+from .workers import workers
 
 __all__ = [
     "SERVICE",
@@ -17,4 +18,5 @@ __all__ = [
     "live_streams",
     "redis",
     "woolly_request",
+    "workers",
 ]

@@ -33,6 +33,8 @@ class Plan:
     burst_s: float  # each 64-caller window per server and round
     live_streams: int  # uncached 200-chunk streams per server and round (and at once)
     crowd: int  # concurrent ~1 s streams
+    worker_rounds: int  # rounds of load on 1 and on 2 workers, in turn
+    worker_burst_s: float  # each window of that load
 
 
 @dataclass

@@ -88,6 +88,9 @@ async def _commands(client: redis_asyncio.Redis, action: Callable[[], Awaitable[
     return int(after["total_commands_processed"]) - int(info["total_commands_processed"]) - 1
 
 
+SHIPPED = "woolly (as shipped)"
+
+
 async def redis(s: Servers, plan: Plan) -> Report:
     """Redis commands per uncached 200-chunk run and per hit, woolly and the peer."""
     client = redis_asyncio.Redis.from_url(s.redis_url)
@@ -97,7 +100,7 @@ async def redis(s: Servers, plan: Plan) -> Report:
     before: Any = s.woolly["redis, no hot copy"].unary_stream(SERVICE + "StreamExecute")
     try:
         rows = {
-            "woolly (as shipped)": (
+            SHIPPED: (
                 await _commands(client, lambda: call(shipped, request, expect="miss")),
                 await _commands(client, lambda: call(shipped, request, expect="hit")),
             ),
@@ -125,5 +128,13 @@ one cached replay of it.
 | server | per uncached run | per hit |
 |---|---:|---:|
 {lines}""",
-        [],
+        [
+            Ratio(
+                f"Redis commands per uncached {LIVE_CHUNKS}-chunk run",
+                rows[SHIPPED][0] or 0,
+                20,
+                True,
+                "",
+            )
+        ],
     )

@@ -145,8 +145,13 @@ async def _load(server: Server, seconds: float, redis: CpuClock, *, measured: bo
         server.redis_cpu_s += redis() - redis_cpu
 
 
-def _report(one: Server, two: Server, plan: Plan, loads: tuple[str, str]) -> str:
-    ratio = common.Ratio("calls/s, 2 workers / 1 worker (Redis, hits)", two.rate / one.rate, TARGET)
+def ratio(one: Server, two: Server) -> common.Ratio:
+    """The target row: calls/s with 2 workers over 1."""
+    return common.Ratio("calls/s, 2 workers / 1 worker (Redis, hits)", two.rate / one.rate, TARGET)
+
+
+def findings(one: Server, two: Server, plan: Plan) -> str:
+    """What was measured, as Markdown: the table, the target, what 16 cores would give."""
     rows = "\n".join(
         f"| {s.workers} | {s.rate:,.0f} | {s.per_call_us(s.server_cpu_s):.0f} | "
         f"{s.per_call_us(s.client_cpu_s):.0f} | {s.per_call_us(s.redis_cpu_s):.1f} | "
@@ -165,14 +170,10 @@ def _report(one: Server, two: Server, plan: Plan, loads: tuple[str, str]) -> str
     redis_us = two.per_call_us(two.redis_cpu_s)
     cores = CORES * 1e6 / server_us
     redis_line = f"{1e6 / redis_us:,.0f} calls/s" if redis_us > 0 else "no limit measured"
-    return f"""{common.heading("Workers")}
-
-Command: `{common.command("bench.studies.workers")}`
-
-{common.machine(loads[0])} Load average after: {loads[1]}. {plan.rounds} rounds alternating \
-the servers, {plan.burst_s:g} s of load on each per round: {CALLERS} concurrent callers in \
-this process (the load generator) over {CONNECTIONS} connections, every call an `Execute` \
-answered from the cache (Redis, with each worker's hot copy of the entry).
+    return f"""`woolly-grpc serve --workers 1` and `--workers 2` on one Redis, {plan.rounds} \
+rounds alternating the servers, {plan.burst_s:g} s of load on each per round: {CALLERS} concurrent \
+callers in the benchmark process (the load generator) over {CONNECTIONS} connections, every \
+call an `Execute` answered from the cache (Redis, with each worker's hot copy of the entry).
 
 | workers | calls/s | server CPU µs/call | load generator CPU µs/call | Redis CPU µs/call | \
 cores busy |
@@ -181,7 +182,7 @@ cores busy |
 
 | ratio | value | target | |
 |---|---:|---:|:-:|
-{ratio.row()}
+{ratio(one, two).row()}
 
 By the measured server CPU per hit ({server_us:.0f} µs, 2 workers), {CORES} workers on \
 {CORES} cores, with the load generators on other machines, would answer about \
@@ -191,29 +192,43 @@ the 2 cores: at the measured CPU per call of server and load generator together,
 free cores allow at most {bound:,.0f} calls/s with 2 workers ({bound / one.rate:.2f}x the 1 \
 worker's rate measured here), whatever the server does.
 
-{memory}
-"""
+{memory}"""
+
+
+async def measure(
+    plan: Plan, redis_url: str, stack: contextlib.AsyncExitStack
+) -> tuple[Server, Server]:
+    """Start `--workers 1` and `--workers 2` on `redis_url` (stopped with `stack`), load them
+    in alternating rounds; the two servers with what was measured."""
+    children: list[common.Child] = []
+    stack.push_async_callback(lambda: asyncio.gather(*(common.stop(p) for p in children)))
+    redis = _redis_clock(redis_url)
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="woolly-bench-"))
+    servers = [await _start(n, redis_url, directory, children) for n in (1, 2)]
+    for server in servers:
+        await _connect(server, stack)
+        await _load(server, plan.burst_s, redis, measured=False)  # warm up
+    for index in range(plan.rounds):
+        for server in servers[:: -1 if index % 2 else 1]:
+            await _load(server, plan.burst_s, redis, measured=True)
+    one, two = servers
+    return one, two
 
 
 async def run(plan: Plan) -> str:
-    """Start Redis and both servers, load them in alternating rounds, return the report."""
+    """Start Redis and both servers, measure, return the report."""
     load = common.load_average()
-    children: list[common.Child] = []
     async with contextlib.AsyncExitStack() as stack:
         redis_url = await common.start_redis(stack)
-        # After Redis' own: the servers stop first (an exit stack unwinds in reverse).
-        stack.push_async_callback(lambda: asyncio.gather(*(common.stop(p) for p in children)))
-        redis = _redis_clock(redis_url)
-        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="woolly-bench-"))
-        servers = [await _start(n, redis_url, directory, children) for n in (1, 2)]
-        for server in servers:
-            await _connect(server, stack)
-            await _load(server, plan.burst_s, redis, measured=False)  # warm up
-        for index in range(plan.rounds):
-            for server in servers[:: -1 if index % 2 else 1]:
-                await _load(server, plan.burst_s, redis, measured=True)
-        one, two = servers
-        return _report(one, two, plan, (load, common.load_average()))
+        one, two = await measure(plan, redis_url, stack)
+        return f"""{common.heading("Workers")}
+
+Command: `{common.command("bench.studies.workers")}`
+
+{common.machine(load)} Load average after: {common.load_average()}.
+
+{findings(one, two, plan)}
+"""
     raise AssertionError("unreachable")  # the exit stack does not swallow exceptions
 
 
