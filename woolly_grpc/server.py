@@ -40,18 +40,14 @@ from .core import (
     RetryPolicy,
     Unavailable,
 )
-from .core.failures import redacted_url
 from .core.models import ProviderFactory
 from .interceptors import ApiKeys, ApiKeysError, KeyFile, KeySource, build_interceptors
 from .interceptors.keys import FILE_PREFIXES
-from .observability import (
-    AgentMetrics,
-    HealthCollector,
-    Metrics,
-    MetricsEndpoint,
-    RunStoreCollector,
-    quiet_data_loggers,
-)
+from .observability.agents import AgentMetrics
+from .observability.collectors import HealthCollector, RunStoreCollector
+from .observability.endpoint import MetricsEndpoint
+from .observability.logs import quiet_data_loggers, redacted_url
+from .observability.metrics import Metrics
 from .runs import Refusals, ReplaySlots, RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
 from .service import AgentService
