@@ -36,6 +36,7 @@ SUBSYSTEMS = {
     "saved_agents",
     "store",
     "tracing",
+    "transport",
     "workers",
 }
 BANNED_IN_CORE = ("grpc", "google.protobuf", "prometheus_client", "redis", "woolly_grpc._gen")
