@@ -32,7 +32,7 @@ from bench._common import profile_until_sigterm
 from bench.models import scripted_model, slow_model
 from woolly_grpc.config import Settings
 from woolly_grpc.interceptors import build_interceptors
-from woolly_grpc.observability import configure_logging
+from woolly_grpc.observability.logs import configure_logging
 from woolly_grpc.server import App, build, start, tune_gc
 from woolly_grpc.tracing import tracer_provider_from_environment
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from woolly_grpc.config import Settings
-from woolly_grpc.observability import Metrics
+from woolly_grpc.observability.metrics import Metrics
 
 OPERATIONS = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
 

@@ -4,6 +4,9 @@ that knows no transport."""
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import woolly_grpc
@@ -17,7 +20,6 @@ SPINE = {
     "config",
     "convert",
     "errors",
-    "observability",
     "server",
     "service",
     "status",
@@ -29,10 +31,12 @@ SUBSYSTEMS = {
     "client",
     "core",
     "interceptors",
+    "observability",
     "runs",
     "saved_agents",
     "store",
     "tracing",
+    "transport",
     "workers",
 }
 BANNED_IN_CORE = ("grpc", "google.protobuf", "prometheus_client", "redis", "woolly_grpc._gen")
@@ -141,3 +145,33 @@ def test_the_core_imports_no_transport() -> None:
                 offenders.append(f"{name}: {imported}")
     assert offenders == []
     assert "woolly_grpc.core.local.model" in our_modules(), "the walk reaches nested folders"
+
+
+def test_the_logging_setup_imports_only_the_standard_library() -> None:
+    """The workers' supervisor sets up logging and serves nothing: the agent core (about 100 MiB
+    resident), pydantic-ai and prometheus-client's registry have no business in it.
+
+    grpc is loaded by the package itself (`WoollyClient`), so the check on it is what the
+    logging module adds to `import woolly_grpc`: the standard library and nothing else.
+    """
+    script = (
+        "import json, sys, woolly_grpc; before = set(sys.modules); "
+        "import woolly_grpc.observability.logs; "
+        "print(json.dumps([sorted(sys.modules), sorted(set(sys.modules) - before)]))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PACKAGE.parent,  # this checkout's package, whatever the environment has installed
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    loaded, added = json.loads(found)
+    heavy = ("woolly_grpc.core", "pydantic_ai", "prometheus_client")
+    assert [name for name in loaded if name.startswith(heavy)] == []
+    ours = {"woolly_grpc.observability", "woolly_grpc.observability.logs"}
+    assert [
+        name
+        for name in added
+        if name not in ours and name.split(".")[0] not in sys.stdlib_module_names
+    ] == []

@@ -24,7 +24,7 @@ from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2, run_pb2
 from woolly_grpc.cache import ResultCache
 from woolly_grpc.config import Settings
 from woolly_grpc.interceptors.caching import key_payload
-from woolly_grpc.observability import Metrics
+from woolly_grpc.observability.metrics import Metrics
 from woolly_grpc.store import MemoryStore
 from woolly_grpc.testing import RunningServer, running_server
 

@@ -25,9 +25,8 @@ from tests.support.redis_server import RedisNode, RedisServer
 from woolly_grpc._gen.woolly.v1 import agent_pb2, agent_service_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.config import Settings
-from woolly_grpc.core.failures import redacted_url
 from woolly_grpc.interceptors.metrics import ACCESS_LOGGER
-from woolly_grpc.observability import RedactingFilter
+from woolly_grpc.observability.logs import RedactingFilter, redacted_url
 from woolly_grpc.testing import RunningServer, running_server
 
 EXECUTE = "/woolly.v1.AgentService/Execute"

@@ -32,7 +32,7 @@ from tests.helpers import (
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc.api import CACHE_TRAILER
 from woolly_grpc.config import Settings
-from woolly_grpc.observability import GO_CODE_NAMES
+from woolly_grpc.observability.metrics import GO_CODE_NAMES
 from woolly_grpc.server import StartupError
 from woolly_grpc.testing import RunningServer, running_server
 

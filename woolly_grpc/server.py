@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import resource
 import signal
-import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.models import Model
@@ -40,26 +34,22 @@ from .core import (
     RetryPolicy,
     Unavailable,
 )
-from .core.failures import redacted_url
 from .core.models import ProviderFactory
-from .interceptors import ApiKeys, ApiKeysError, KeyFile, KeySource, build_interceptors
-from .interceptors.keys import FILE_PREFIXES
-from .observability import (
-    AgentMetrics,
-    HealthCollector,
-    Metrics,
-    MetricsEndpoint,
-    RunStoreCollector,
-    quiet_data_loggers,
-)
+from .interceptors import KeyFile, build_interceptors
+from .interceptors.keys import key_source
+from .observability.agents import AgentMetrics
+from .observability.collectors import HealthCollector, RunStoreCollector
+from .observability.endpoint import MetricsEndpoint
+from .observability.logs import quiet_data_loggers, redacted_url
+from .observability.metrics import Metrics
 from .runs import Refusals, ReplaySlots, RunJournal, RunManager
 from .saved_agents import AgentDatabase, SavedAgents, toolset_names
 from .service import AgentService
 from .status import StatusReporter
 from .store import MemoryStore, open_store
 from .tracing import Tracing, tracer_provider_from_environment
+from .transport import add_reflection, connection_budget, server_credentials, server_options
 
-_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _log = logging.getLogger(__name__)
 
 
@@ -191,7 +181,7 @@ def build(
     async def agent_revisions(request: convert.AgentRunRequest, tenant: str) -> bytes:
         return await agents.revision_key(tenant, convert.agent_refs(request))
 
-    keys = _api_keys(settings)
+    keys = key_source(settings)
     connections = connection_budget(settings)
     server = aio.server(
         interceptors=build_interceptors(
@@ -202,7 +192,7 @@ def build(
             replays=replays,
             tracer=tracer,
         ),
-        options=_server_options(settings, connections),
+        options=server_options(settings, connections),
     )
     chains = ChainRunner(runner, tracer=tracer)
     status = StatusReporter(
@@ -228,7 +218,7 @@ def build(
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    _add_reflection(server)
+    add_reflection(server)
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     try:
@@ -273,112 +263,6 @@ def _toolset(settings: Settings) -> AbstractToolset[RepoDeps]:
         _log.info("agents use the tools of the MCP server at %s", redacted_url(settings.mcp_url))
         return MCPToolset(settings.mcp_url, id="mcp")
     return REPOSITORY_TOOLSET
-
-
-def _api_keys(settings: Settings) -> KeySource | None:
-    """The keys callers must present: fixed, or a key file followed as it changes."""
-    name = "WOOLLY_API_KEYS_FILE" if settings.api_keys_file else "WOOLLY_API_KEYS"
-    try:
-        if settings.api_keys_file is not None:
-            return KeyFile(settings.api_keys_file)
-        if settings.api_keys is None:
-            return None
-        value = settings.api_keys.get_secret_value().strip()
-        if value.startswith(FILE_PREFIXES):
-            return KeyFile(Path(value))  # a path here is followed too: one behaviour for files
-        return ApiKeys.parse(value)
-    except ApiKeysError as exc:
-        raise StartupError(f"cannot use {name}: {exc}") from exc
-
-
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from the settings' PEM files (client certificates required with a CA).
-
-    None means plaintext. The files are checked with the ssl module first, so that a key that
-    does not match its certificate stops start-up with one line rather than failing handshakes.
-    """
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    try:
-        chain, key = settings.tls_cert.read_bytes(), settings.tls_key.read_bytes()
-        client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
-        check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        # An encrypted key gets an empty password (and fails) rather than a prompt on the tty.
-        check.load_cert_chain(settings.tls_cert, settings.tls_key, password=lambda: b"")
-        if settings.tls_client_ca is not None:
-            check.load_verify_locations(settings.tls_client_ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise StartupError(f"cannot use the TLS certificate and key: {exc}") from exc
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
-def _server_options(settings: Settings, connections: int) -> list[tuple[str, int]]:
-    options = [
-        # A taken port must fail start-up, not be shared silently with another process; workers
-        # share theirs, once the supervisor has made sure it was free (`workers/supervisor.py`).
-        ("grpc.so_reuseport", int(settings.workers > 1)),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_allowed_incoming_connections", connections),
-        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        ("grpc.server_handshake_timeout_ms", _ms(settings.handshake_timeout_s)),
-        ("grpc.max_connection_idle_ms", _ms(settings.connection_idle_s)),
-        # Ping quiet connections, so that a peer gone without a FIN frees its calls and descriptor.
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
-        # Clients may ping idle connections to keep them open, but not more than every 10 s.
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-    ]
-    if settings.connection_max_age_s:
-        options.append(("grpc.max_connection_age_ms", _ms(settings.connection_max_age_s)))
-        options.append(("grpc.max_connection_age_grace_ms", _ms(settings.shutdown_grace_s)))
-    return options
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-_RESERVED_DESCRIPTORS = 320
-"""Descriptors kept for Redis' pool (256), the database, logs and the listening sockets."""
-
-
-def connection_budget(settings: Settings) -> int:
-    """How many client connections this process may hold (`WOOLLY_MAX_CONNECTIONS`).
-
-    Raises the soft descriptor limit to the hard one first: the default soft limit (often
-    1,024) is far below what a server needs, and running out of descriptors stops `accept`,
-    health checks included.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    if settings.max_connections:
-        return settings.max_connections
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return max(64, (soft - _RESERVED_DESCRIPTORS) // 2)
-
-
-def _add_reflection(server: aio.Server) -> None:
-    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
-    # grpcio-reflection ships only v1alpha; v1 has the same messages on another path, and
-    # current grpcurl asks v1 first.
-    v1 = reflection.aio.ReflectionServicer(names)
-    handler = grpc.stream_stream_rpc_method_handler(
-        v1.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(_REFLECTION_V1, {"ServerReflectionInfo": handler}),)
-    )
 
 
 async def start(app: App) -> None:

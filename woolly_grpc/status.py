@@ -21,9 +21,9 @@ from pydantic_ai.mcp import MCPToolset
 from ._gen.woolly.v1 import agent_service_pb2 as pb
 from .api import VERSION
 from .cache import ResultCache
-from .core.failures import redact_urls
 from .core.models import ModelHealth, Models
-from .observability import Metrics
+from .observability.logs import redact_urls
+from .observability.metrics import Metrics
 from .runs import RunManager
 from .saved_agents import AgentDatabase
 

@@ -22,7 +22,7 @@ from .entries import ENTRY_FORMAT, Entry, decode_entry, encode_entry, key_for
 if TYPE_CHECKING:
     from prometheus_client import Counter
 
-    from woolly_grpc.observability import Metrics
+    from woolly_grpc.observability.metrics import Metrics
 
 _log = logging.getLogger(__name__)
 

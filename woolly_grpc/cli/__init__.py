@@ -141,7 +141,7 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from woolly_grpc.observability import configure_logging
+    from woolly_grpc.observability.logs import configure_logging
 
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
     try:

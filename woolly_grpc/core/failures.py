@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx2
 from pydantic_ai import exceptions as ai
@@ -54,8 +53,6 @@ _SCRUBBED = (
 """What providers' and proxies' messages may carry that callers must not see: URLs, addresses
 (IPv4, IPv6, host:port), organisation ids, keys (OpenAI's messages quote a masked one)."""
 _MAX_DETAIL_CHARS = 160
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
-"""A URL in running text, up to a space, quote or angle bracket (`redact_urls`)."""
 
 
 def retry_reason(exc: BaseException) -> str | None:
@@ -216,21 +213,3 @@ def _first_sentence(exc: ai.AgentRunError) -> str:
 def _clip(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= _MAX_DETAIL_CHARS else line[: _MAX_DETAIL_CHARS - 1] + "…"
-
-
-def redact_urls(text: str) -> str:
-    """`text` with every URL in it redacted (`redacted_url`)."""
-    return _URL.sub(lambda m: redacted_url(m.group()), text) if "://" in text else text
-
-
-def redacted_url(url: str) -> str:
-    """`url` as logs may show it: its user, password and query values replaced by `***`."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<url>"
-    netloc = ("***@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host)
-    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit((parts.scheme, netloc + port, parts.path, query, ""))

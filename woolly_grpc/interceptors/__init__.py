@@ -6,7 +6,7 @@ from grpc import aio
 from opentelemetry.trace import Tracer
 
 from woolly_grpc.cache import ResultCache
-from woolly_grpc.observability import Metrics
+from woolly_grpc.observability.metrics import Metrics
 from woolly_grpc.runs import ReplaySlots
 
 from .auth import AuthInterceptor

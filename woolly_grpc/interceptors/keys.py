@@ -17,7 +17,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from woolly_grpc.config import StartupError
+
+if TYPE_CHECKING:
+    from woolly_grpc.config import Settings
 
 _log = logging.getLogger(__name__)
 
@@ -203,3 +208,19 @@ class KeyFile:
 def _fingerprint(text: str, *, failed: bool = False) -> bytes:
     """A file's content, or why it could not be read (a new reason is a new change to log)."""
     return (b"failed:" if failed else b"read:") + hashlib.sha256(text.encode()).digest()
+
+
+def key_source(settings: Settings) -> KeySource | None:
+    """The keys callers must present: fixed, or a key file followed as it changes."""
+    name = "WOOLLY_API_KEYS_FILE" if settings.api_keys_file else "WOOLLY_API_KEYS"
+    try:
+        if settings.api_keys_file is not None:
+            return KeyFile(settings.api_keys_file)
+        if settings.api_keys is None:
+            return None
+        value = settings.api_keys.get_secret_value().strip()
+        if value.startswith(FILE_PREFIXES):
+            return KeyFile(Path(value))  # a path here is followed too: one behaviour for files
+        return ApiKeys.parse(value)
+    except ApiKeysError as exc:
+        raise StartupError(f"cannot use {name}: {exc}") from exc

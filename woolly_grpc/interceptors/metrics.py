@@ -19,7 +19,7 @@ import grpc
 from prometheus_client import Counter
 
 from woolly_grpc import calls
-from woolly_grpc.observability import GO_CODE_NAMES, Metrics
+from woolly_grpc.observability.metrics import GO_CODE_NAMES, Metrics
 
 from ._handlers import (
     PROBE_METHODS,

@@ -16,8 +16,8 @@ from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from woolly_grpc.core import FieldViolation, InvalidInput, NotFound, SavedAgent, Unavailable
-from woolly_grpc.core.failures import redact_urls
 from woolly_grpc.core.tools import repository_name_problem
+from woolly_grpc.observability.logs import redact_urls
 
 from .rules import (
     DEFAULT_PAGE_SIZE,

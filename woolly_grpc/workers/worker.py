@@ -49,7 +49,7 @@ def run(number: int, settings: Settings, supervisor: Connection, shared_metrics:
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor alone, which forwards it once
     _stop_with(multiprocessing.parent_process())
     # Here, not at the top: the supervisor imports this module and must stay without them.
-    from woolly_grpc.observability import configure_logging
+    from woolly_grpc.observability.logs import configure_logging
     from woolly_grpc.server import serve
 
     configure_logging(settings, worker=number)
