@@ -1,7 +1,8 @@
 """The supervisor: claim the port, start the workers, serve their /metrics, forward signals.
 
-It never imports the server (pydantic-ai, grpc, SQLAlchemy): it only starts processes, so it
-stays small, and a fresh interpreter per worker (`spawn`) means nothing of it is inherited.
+It imports nothing of the server (the agent core, pydantic-ai, SQLAlchemy; grpc comes only
+with the CLI that calls it): it only starts processes, so it stays small (about 50 MiB
+resident), and a fresh interpreter per worker (`spawn`) means nothing of it is inherited.
 A worker that exits unasked stops them all (the others drain) and the supervisor exits 1: the
 orchestrator restarts the whole server, visibly, rather than a crash loop hiding inside it.
 """
