@@ -11,9 +11,9 @@ from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.core import AgentType, Event, Started, TextDelta, UsageMeter
 from woolly_grpc.runs import RunJournal, RunManager
-from woolly_grpc.runs.journal import log_key
+from woolly_grpc.runs.journal import log_key, record_key
 from woolly_grpc.store import MemoryStore
-from woolly_grpc.store.base import Append, Claim, Write
+from woolly_grpc.store.base import Append, Claim, Put, Write
 
 
 class SlowBeginStore(MemoryStore):
@@ -93,32 +93,43 @@ async def test_a_detached_caller_joining_a_run_keeps_it_going() -> None:
     await runs.close()
 
 
-class AppendRecordingStore(MemoryStore):
-    """Keeps every log append the journal writes; `appended` is set once there are five."""
+class RecordingStore(MemoryStore):
+    """Keeps every log append and record the journal writes; `appended` is set at five appends."""
 
     def __init__(self) -> None:
         super().__init__()
         self.appends: list[Append] = []
+        self.records: list[run_pb2.Run] = []
         self.appended = asyncio.Event()
 
     async def write(self, batch: Sequence[Write]) -> list[bool]:
         self.appends += [op for op in batch if isinstance(op, Append) and op.entries]
+        self.records += [
+            run_pb2.Run.FromString(op.value)
+            for op in batch
+            if isinstance(op, Put) and op.key.startswith("run:") and op.key.endswith("}")
+        ]
         if len(self.appends) >= 5:
             self.appended.set()
         return await super().write(batch)
 
 
-async def test_a_runs_log_gets_its_expiry_on_its_first_write_and_its_last_only() -> None:
-    """Each flush in between is one command less on Redis, and the log never lacks an expiry."""
-    store = AppendRecordingStore()
+async def run_past_five_writes(store: RecordingStore) -> str:
+    """A run whose deltas (10 ms apart) took five writes (50 ms apart), cancelled, all stored."""
     runs = RunManager(journal(store), Settings(max_concurrent_runs=1, orphan_grace_s=0))
     await runs.open()
     run_id, _ = await start(runs)
-    await store.appended.wait()  # five flushes, 50 ms apart, of deltas 10 ms apart
-
+    await store.appended.wait()
     await runs.cancel(run_id, run_pb2.CANCEL_REASON_EXPLICIT, tenant="")
     await runs.stored(run_id)
     await runs.close()
+    return run_id
+
+
+async def test_a_runs_log_gets_its_expiry_on_its_first_write_and_its_last_only() -> None:
+    """Each flush in between is one command less on Redis, and the log never lacks an expiry."""
+    store = RecordingStore()
+    run_id = await run_past_five_writes(store)
 
     ttls = [append.ttl_s for append in store.appends]
     assert ttls[0] == ttls[-1] == 60, "the retention, when the log is created and when it ends"
@@ -126,3 +137,22 @@ async def test_a_runs_log_gets_its_expiry_on_its_first_write_and_its_last_only()
     assert sum(len(append.entries) for append in store.appends) == len(
         await store.read(log_key(run_id))
     ), "every event was written"
+
+
+async def test_a_running_runs_record_leaves_its_text_to_the_log() -> None:
+    """Rewriting the text so far at every write would cost a long answer's length squared."""
+    store = RecordingStore()
+    run_id = await run_past_five_writes(store)
+
+    *going, final = store.records
+    assert len(going) >= 4 and all(r.status == run_pb2.RUN_STATUS_RUNNING for r in going)
+    assert {r.partial_content for r in going} == {""}
+    assert final.status == run_pb2.RUN_STATUS_CANCELLED
+    assert final.partial_content.startswith("more more more ")
+    # Any replica still reads a running run's text: from the log.
+    fresh = journal(store)
+    running = run_pb2.Run()
+    running.CopyFrom(going[-1])
+    await store.set(record_key(run_id), running.SerializeToString(), ttl_s=60)
+    record = await fresh.load_record(run_id)
+    assert record.partial_content == final.partial_content

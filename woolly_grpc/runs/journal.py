@@ -313,7 +313,9 @@ class RunJournal:
         writes: list[Write] = []
         if pending.request is not None:
             writes.append(Put(_request_key(run.id), pending.request, ttl))
-        record = run.snapshot()
+        # While the run goes on, its text is in the log only: a record carrying it would grow
+        # with the answer and be rewritten whole at every write (quadratic in its length).
+        record = run.snapshot(text=run.done)
         stored = len(run.log)
         # The stored record never claims more than the stored log holds, so a reader that sees
         # an ended run with a short log knows events were lost, not late.
@@ -389,11 +391,28 @@ class RunJournal:
         return method.decode(), request
 
     async def load_record(self, run_id: str) -> run_pb2.Run:
-        """A run's record, settled first if its owner's lease lapsed."""
+        """A run's record, settled first if its owner's lease lapsed, with its text so far.
+
+        While the run goes on, that text is read from its log (the record does not carry it).
+        """
+        record = await self._load_record(run_id)
+        if record.status == run_pb2.RUN_STATUS_RUNNING and not record.partial_content:
+            record.partial_content = await self._streamed_text(run_id)
+        return record
+
+    async def _load_record(self, run_id: str) -> run_pb2.Run:
+        """A run's record as stored (no text while it runs), settled if its owner's lease lapsed."""
         raw = await self.store.get(record_key(run_id))
         if raw is None:
             raise unknown_run(run_id)
         return await self._settled_if_lapsed(run_pb2.Run.FromString(raw))
+
+    async def _streamed_text(self, run_id: str) -> str:
+        """The text deltas of the run's stored events, joined (a running run's partial content)."""
+        events = map(
+            agent_service_pb2.WatchRunResponse.FromString, await self.store.read(log_key(run_id))
+        )
+        return "".join(e.text_delta.text for e in events if e.WhichOneof("event") == "text_delta")
 
     async def _settled_if_lapsed(self, record: run_pb2.Run) -> run_pb2.Run:
         """A RUNNING record whose owner's lease lapsed, settled FAILED; others as they are."""
@@ -408,6 +427,7 @@ class RunJournal:
             return record  # the owner came back in time, or another replica is settling
         settled = run_pb2.Run()
         settled.CopyFrom(record)
+        settled.partial_content = await self._streamed_text(record.id)  # kept when it fails
         settled.status = run_pb2.RUN_STATUS_FAILED
         settled.error.CopyFrom(run_pb2.RunError(code=code_pb2.UNAVAILABLE, message=OWNER_STOPPED))
         settled.last_sequence = record.last_sequence + 1
@@ -460,7 +480,7 @@ class RunJournal:
                     if entries := await self.store.read(log_key(run_id), position):
                         position += len(entries)
                         yield entries
-                    record = await self.load_record(run_id)
+                    record = await self._load_record(run_id)
                     if record.status != run_pb2.RUN_STATUS_RUNNING:
                         if position < record.last_sequence and (
                             entries := await self.store.read(log_key(run_id), position)

@@ -101,11 +101,15 @@ class OwnedRun:
         """Whether the run ended more than `seconds` before `now` (monotonic)."""
         return self.ended_at is not None and now - self.ended_at > seconds
 
-    def snapshot(self) -> run_pb2.Run:
-        """A copy of the record as it is now, with the text streamed so far."""
+    def snapshot(self, *, text: bool = True) -> run_pb2.Run:
+        """A copy of the record as it is now, with the text streamed so far.
+
+        `text=False` leaves it out: the journal's writes while the run goes on (the log holds it).
+        """
         record = run_pb2.Run()
         record.CopyFrom(self.record)
-        record.partial_content = "".join(self._partial)
+        if text:
+            record.partial_content = "".join(self._partial)
         return record
 
     def stop_orphan_check(self) -> None:
