@@ -1,9 +1,10 @@
-"""Redis commands per streamed token: the journal's writer with its linger, and without.
+"""Redis commands and bytes per streamed token: the journal's writer with its linger, and without.
 
 `python -m bench.studies.runs [--tokens N] [--pace-ms M] [--write]` drives the real RunManager and
 RunJournal on a real redis-server with a token stream (no gRPC, no model; a token every M ms, 0 =
 as fast as the event loop allows), as shipped (linger 50 ms), with a 5 ms linger, and with none
-(a write whenever the writer is free), and counts the commands Redis processed.
+(a write whenever the writer is free), and counts the commands Redis processed and the bytes it
+received.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ async def tokens(count: int, pace_s: float) -> AsyncGenerator[Event]:
     yield Completed(AgentResult(AgentType.SUMMARIZER, content), agent_type=AgentType.SUMMARIZER)
 
 
-async def commands_processed(client: Redis) -> int:
+async def processed(client: Redis) -> tuple[int, int]:
+    """Commands Redis processed and bytes it received, so far."""
     stats = await client.info("stats")
-    return int(stats["total_commands_processed"])
+    return int(stats["total_commands_processed"]), int(stats["total_net_input_bytes"])
 
 
 VARIANTS = {
@@ -48,8 +50,8 @@ VARIANTS = {
 }
 
 
-async def measure(url: str, count: int, pace_s: float, linger_s: float) -> tuple[int, float]:
-    """(commands Redis processed for one run, seconds until its log was fully written)."""
+async def measure(url: str, count: int, pace_s: float, linger_s: float) -> tuple[int, int, float]:
+    """Commands and bytes Redis got for one run, and seconds until its log was fully written."""
     store = RedisStore(url)
     journal = RunJournal(
         store, replica="bench", retention_s=60, lease_s=10, linger_s=linger_s, recheck_s=1.0
@@ -58,7 +60,7 @@ async def measure(url: str, count: int, pace_s: float, linger_s: float) -> tuple
     client = Redis.from_url(url)
     try:
         await runs.open()
-        before = await commands_processed(client)
+        before = await processed(client)
         began = perf_counter()
         run_id, _ = await runs.start(
             method="StreamExecute",
@@ -71,9 +73,10 @@ async def measure(url: str, count: int, pace_s: float, linger_s: float) -> tuple
         await runs.wait(run_id, tenant="")
         await runs.close()  # waits until the journal has written the whole log
         elapsed = perf_counter() - began
-        used = await commands_processed(client) - before - 1  # the INFO call itself
+        after = await processed(client)
+        used, received = after[0] - before[0] - 1, after[1] - before[1]  # less the INFO call
         assert len(await store.read(log_key(run_id))) == count + 2
-        return used, elapsed
+        return used, received, elapsed
     finally:
         await client.aclose()
         await store.close()
@@ -90,8 +93,8 @@ async def main() -> None:
         url = await start_redis(stack)
         rows = []
         for label, linger_s in VARIANTS.items():
-            used, elapsed = await measure(url, args.tokens, args.pace_ms / 1e3, linger_s)
-            rows.append((label, used, elapsed))
+            used, received, elapsed = await measure(url, args.tokens, args.pace_ms / 1e3, linger_s)
+            rows.append((label, used, received, elapsed))
     events = args.tokens + 2
     lines = [
         heading("Run logs in Redis"),
@@ -101,12 +104,16 @@ async def main() -> None:
         machine(load) + f" One run streaming {args.tokens} tokens ({events} events), one every "
         f"{args.pace_ms:g} ms; commands counted with Redis' `total_commands_processed`.",
         "",
-        "| log writes | Redis commands | per token | time to write the whole log |",
-        "|---|---:|---:|---:|",
+        "| log writes | Redis commands | per token | KiB Redis received | time to write the "
+        "whole log |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for label, used, elapsed in rows:
-        lines.append(f"| {label} | {used} | {used / args.tokens:.2f} | {elapsed * 1000:.0f} ms |")
-    shipped, short, none = (used for _, used, _ in rows)
+    for label, used, received, elapsed in rows:
+        lines.append(
+            f"| {label} | {used} | {used / args.tokens:.2f} | {received / 1024:,.0f} | "
+            f"{elapsed * 1000:.0f} ms |"
+        )
+    shipped, short, none = (used for _, used, _, _ in rows)
     lines += [
         "",
         f"As shipped, a run sends **{none / max(shipped, 1):.1f}x** fewer commands than with no "

@@ -44,8 +44,10 @@ def journal(store: MemoryStore) -> RunJournal:
     )
 
 
-def start(runs: RunManager, *, flight_key: str | None = None, detach: bool = False):
-    return runs.start(
+async def start(
+    runs: RunManager, *, flight_key: str | None = None, detach: bool = False
+) -> tuple[str, bool]:
+    return await runs.start(
         method="StreamExecute",
         request=agent_service_pb2.StreamExecuteRequest(),
         repository="r",
