@@ -32,7 +32,8 @@ from woolly_grpc.store import StoreError
 from woolly_grpc.tracing import end_run_span, run_span_attributes
 
 from .flights import Flights
-from .journal import OWNER_STOPPED, RunJournal, unknown_run
+from .journal import RunJournal, unknown_run
+from .leases import OWNER_STOPPED
 from .limits import Refusals
 from .owned import OwnedRun
 
@@ -112,7 +113,7 @@ class RunManager:
         """Runs executing per tenant (tenants with none are left out, so it stays small)."""
         self._control: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
-        journal.on_lease_lost = self._lost
+        journal.writer.on_lease_lost = self._lost
 
     @property
     def active(self) -> int:
@@ -123,7 +124,7 @@ class RunManager:
         """Start the journal's writer and listening to other replicas' cancel requests."""
         empty = contextvars.Context()
         self._writer = asyncio.create_task(
-            self.journal.run_writer(), name="runs-journal", context=empty
+            self.journal.writer.run(), name="runs-journal", context=empty
         )
         ready = asyncio.Event()
         self._control = asyncio.create_task(self._listen(ready), name="runs-control")
@@ -172,7 +173,7 @@ class RunManager:
         self._flights.take_off(flight_key, run)
         self._take_slot(tenant)
         try:
-            await self.journal.begin(run, method)
+            await self.journal.writer.begin(run, method)
         except BaseException:  # cancelled while writing: nothing has started yet
             self._runs.pop(run.id, None)
             self._flights.land(run)
@@ -277,12 +278,12 @@ class RunManager:
             run.readers -= 1
 
     async def stored(self, run_id: str) -> None:
-        """Return once this replica's run is all in the store (see `RunJournal.stored`).
+        """Return once this replica's run is all in the store (see `RunWriter.stored`).
 
         A caller is told a run ended only when every replica would say so.
         """
         if run_id in self._runs:
-            await self.journal.stored(run_id, self.recheck_s)
+            await self.journal.writer.stored(run_id, self.recheck_s)
 
     async def wait(self, run_id: str, *, tenant: str) -> run_pb2.Run:
         """Follow the run to its end (as a reader) and return its record."""
@@ -308,7 +309,7 @@ class RunManager:
         await asyncio.sleep(self.orphan_grace_s)
         while not (run.done or run.detach or run.readers):
             try:
-                watched = await self.journal.watched(run.id)
+                watched = await self.journal.leases.watched(run.id)
             except StoreError:
                 watched = True  # the store cannot say: better a run too many than one lost
             if not watched:
@@ -351,7 +352,7 @@ class RunManager:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         # A moment to write the last events out; a store that is away gets no more.
-        await self.journal.flush(self.close_flush_s)
+        await self.journal.writer.flush(self.close_flush_s)
         for run in self._runs.values():
             run.stop_orphan_check()
 
@@ -441,7 +442,7 @@ class RunManager:
             if (
                 not run.readers
                 and run.ended_before(now, self.memory_min_s)
-                and self.journal.written(run_id)
+                and self.journal.writer.written(run_id)
             ):
                 doomed.append(run_id)
         for run_id in doomed:
