@@ -7,9 +7,10 @@ names where a run lives); `flights.Flights` lets identical calls share the run i
 `limits` is what a full replica refuses.
 """
 
+from .control import CONTROL_CHANNEL
 from .journal import RunJournal
 from .limits import Refusals, ReplaySlots
-from .manager import CONTROL_CHANNEL, EventSource, RunManager, RunObserver
+from .manager import EventSource, RunManager, RunObserver
 
 __all__ = [
     "CONTROL_CHANNEL",
