@@ -246,7 +246,7 @@ def build(
 
 
 _KEYS_PER_RUN = 5
-"""Record, log, request, owner lease, reader lease (`runs/journal.py`)."""
+"""Record, log, request, owner lease, reader lease (`runs/keys.py`)."""
 
 
 def _run_store(settings: Settings) -> MemoryStore:

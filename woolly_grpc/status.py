@@ -115,7 +115,7 @@ class StatusReporter:
             tool_count=tool_count,
             database=database,
             active_runs=self.runs.active,
-            max_concurrent_runs=self.runs.max_concurrent,
+            max_concurrent_runs=self.runs.slots.maximum,
             requests_by_code=self.metrics.handled_by_code(),
             models=models,
         )

@@ -22,7 +22,7 @@ from woolly_grpc._gen.woolly.v1 import agent_service_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.core import AgentResult, AgentType, Completed, Event, Started, TextDelta
 from woolly_grpc.runs import RunJournal, RunManager
-from woolly_grpc.runs.journal import log_key
+from woolly_grpc.runs.keys import log_key
 from woolly_grpc.store import RedisStore
 
 INTRO = "Run logs in Redis: round trips per streamed token, batched vs not."

@@ -22,7 +22,7 @@ from tests.support.redis_server import RedisServer, running_redis, with_options
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.config import Settings
-from woolly_grpc.runs.journal import OWNER_STOPPED
+from woolly_grpc.runs.leases import OWNER_STOPPED
 from woolly_grpc.testing import RunningServer, running_server
 
 S = grpc.StatusCode
@@ -263,7 +263,7 @@ async def test_runs_ending_during_a_long_redis_stall_are_settled_everywhere_afte
         await gate.wait()
         yield "after."
 
-    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.journal")
+    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.writer")
     async with running_redis() as redis:
         shared = settings.model_copy(update={"cache_url": redis.url, "orphan_grace_s": 30})
         model = FunctionModel(stream_function=gated)
@@ -294,7 +294,7 @@ async def test_runs_ending_during_a_long_redis_stall_are_settled_everywhere_afte
                 redis.resume()
 
             async def written() -> bool:
-                return a.app.runs.journal.backlog == 0 and b.app.runs.journal.backlog == 0
+                return all(srv.app.runs.journal.writer.backlog == 0 for srv in (a, b))
 
             await assert_eventually(written, timeout=30)
             run_ids = long_ids + [r.run_id for r in during]
@@ -318,7 +318,7 @@ async def test_runs_past_the_outage_buffer_keep_their_result_and_readers_learn_o
     """With no room to keep events through an outage, ended runs keep their final record: after
     it GetRun elsewhere says SUCCEEDED with the answer, WatchRun from the start says OUT_OF_RANGE
     (not a silent gap, not a hang), and the log says how many events went."""
-    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.journal")
+    caplog.set_level(logging.WARNING, logger="woolly_grpc.runs.writer")
     async with running_redis() as redis:
         shared = settings.model_copy(update={"cache_url": redis.url})
         update = {"run_outage_buffer_bytes": 0}
@@ -343,7 +343,7 @@ async def test_runs_past_the_outage_buffer_keep_their_result_and_readers_learn_o
                 redis.resume()
 
             async def written() -> bool:
-                return a.app.runs.journal.backlog == 0
+                return a.app.runs.journal.writer.backlog == 0
 
             await assert_eventually(written, timeout=30)
             runs = [(await get_run(b, r.run_id)).run for r in during]

@@ -11,7 +11,7 @@ from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc.config import Settings
 from woolly_grpc.core import AgentType, Event, Started, TextDelta, UsageMeter
 from woolly_grpc.runs import RunJournal, RunManager
-from woolly_grpc.runs.journal import log_key, record_key
+from woolly_grpc.runs.keys import log_key, record_key
 from woolly_grpc.store import MemoryStore
 from woolly_grpc.store.base import Append, Claim, Put, Write
 

@@ -15,7 +15,7 @@ from tests.support.redis_server import RedisServer, running_redis
 from woolly_grpc._gen.woolly.v1 import agent_service_pb2, run_pb2
 from woolly_grpc._gen.woolly.v1.agent_service_pb2_grpc import AgentServiceStub
 from woolly_grpc.config import Settings
-from woolly_grpc.runs.journal import log_key
+from woolly_grpc.runs.keys import log_key
 from woolly_grpc.testing import running_server
 
 

@@ -27,28 +27,28 @@ class RunStoreCollector(Collector):
         yield CounterMetricFamily(
             "run_store_write_failures",
             "Writes of runs to the store that failed (each is retried until the store is back).",
-            value=journal.failed_writes,
+            value=journal.writer.failed_writes,
         )
         yield CounterMetricFamily(
             "run_store_dropped_events",
             "Events of ended runs given up during a store outage longer than "
             "WOOLLY_RUN_OUTAGE_BUFFER_BYTES (their final records are kept).",
-            value=journal.dropped_events,
+            value=journal.writer.dropped_events,
         )
         yield CounterMetricFamily(
             "run_leases_lapsed",
             "Runs of other replicas settled FAILED here because their owner's lease lapsed.",
-            value=journal.lapsed_settled,
+            value=journal.leases.lapsed_settled,
         )
         yield CounterMetricFamily(
             "run_leases_lost",
             "Runs of this replica that another replica settled (this replica's lease lapsed).",
-            value=journal.leases_lost,
+            value=journal.writer.leases_lost,
         )
         yield GaugeMetricFamily(
             "run_store_backlog_runs",
             "Runs of this replica with changes not yet in the store.",
-            value=journal.backlog,
+            value=journal.writer.backlog,
         )
 
 

@@ -4,7 +4,9 @@ The RPC that starts a run is only its first reader; WatchRun is another, on any 
 log holds serialized WatchRunResponse messages, which are wire-compatible with the StreamExecute
 and ExecuteChain responses, so every reader handles every run. Runs executing here are read
 from memory (`owned.py`); the journal (`journal.py`) puts them in the shared store for other
-replicas, with the record written before the caller's first event.
+replicas, with the record written before the caller's first event. A run executing on another
+replica is cancelled through the control channel (`control.py`); how many run at once is bounded
+by `limits.RunSlots`.
 When the last reader goes away, the run is cancelled after the orphan grace unless it was
 started with `detach`, a reader is back, or one on another replica holds a reader lease.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -31,22 +32,20 @@ from woolly_grpc.core import AgentType, Event, Unavailable, UsageMeter
 from woolly_grpc.store import StoreError
 from woolly_grpc.tracing import end_run_span, run_span_attributes
 
+from . import control
 from .flights import Flights
-from .journal import OWNER_STOPPED, RunJournal, unknown_run
-from .limits import Refusals
+from .journal import RunJournal, unknown_run
+from .leases import OWNER_STOPPED
+from .limits import Refusals, RunSlots
 from .owned import OwnedRun
 
 if TYPE_CHECKING:
     from woolly_grpc.config import Settings
 
-_log = logging.getLogger(__name__)
 
 EventSource = Callable[[UsageMeter], AsyncGenerator[Event]]
 """Starts the core stream of a run (called once, inside the run's task), which tells the meter
 what the run's agents used."""
-
-CONTROL_CHANNEL = "runs:control"
-"""Replicas ask each other `cancel <id> <reason>` here (a lost one: CancelRun says RUNNING)."""
 
 
 class RunObserver(Protocol):
@@ -91,8 +90,6 @@ class RunManager:
     ) -> None:
         self.journal = journal
         self.tracer = tracer
-        self.max_concurrent = settings.max_concurrent_runs
-        self.tenant_max_concurrent = settings.tenant_max_concurrent_runs
         self.orphan_grace_s = settings.orphan_grace_s
         self.cancel_wait_s = settings.run_cancel_wait_s
         self.close_flush_s = settings.run_close_flush_s
@@ -102,31 +99,35 @@ class RunManager:
         self.retention_s = settings.run_retention_s
         self.observer = observer
         self.refusals = refusals or Refusals()
+        self.slots = RunSlots(
+            settings.max_concurrent_runs, settings.tenant_max_concurrent_runs, self.refusals
+        )
+        """The runs executing here, within the replica's and each tenant's limit."""
         self.closing = False
         """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
         self.lease_s = settings.run_lease_s
         self._runs: OrderedDict[str, OwnedRun] = OrderedDict()
         self._flights = Flights()
-        self._active = 0
-        self._active_by_tenant: dict[str, int] = {}
-        """Runs executing per tenant (tenants with none are left out, so it stays small)."""
         self._control: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
-        journal.on_lease_lost = self._lost
+        journal.writer.on_lease_lost = self._lost
 
     @property
     def active(self) -> int:
         """Runs executing on this replica now."""
-        return self._active
+        return self.slots.active
 
     async def open(self) -> None:
         """Start the journal's writer and listening to other replicas' cancel requests."""
         empty = contextvars.Context()
         self._writer = asyncio.create_task(
-            self.journal.run_writer(), name="runs-journal", context=empty
+            self.journal.writer.run(), name="runs-journal", context=empty
         )
         ready = asyncio.Event()
-        self._control = asyncio.create_task(self._listen(ready), name="runs-control")
+        self._control = asyncio.create_task(
+            control.listen(self.journal.store, self._cancel_requested, ready, self.recheck_s),
+            name="runs-control",
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cancel_wait_s):
                 await ready.wait()
@@ -164,19 +165,19 @@ class RunManager:
             if joined.span is not None:  # the caller's span leads to the run it joined
                 trace.get_current_span().add_link(joined.span.get_span_context())
             return joined.id, True
-        self._check_capacity(tenant)
+        self.slots.check(tenant)
         run = OwnedRun.begin(uuid.uuid4().hex, method, request, repository, agent_types, tenant)
         run.detach = detach
         self._forget_old()
         self._runs[run.id] = run
         self._flights.take_off(flight_key, run)
-        self._take_slot(tenant)
+        self.slots.take(tenant)
         try:
-            await self.journal.begin(run, method)
+            await self.journal.writer.begin(run, method)
         except BaseException:  # cancelled while writing: nothing has started yet
             self._runs.pop(run.id, None)
             self._flights.land(run)
-            self._free_slot(tenant)
+            self.slots.give_back(tenant)
             raise
         if self.observer is not None:
             self.observer.run_started(run.record)
@@ -191,31 +192,6 @@ class RunManager:
         # A task cancelled before its first step never runs _drive's `finally`: settle it here.
         run.task.add_done_callback(lambda _task: self._settle(run))
         return run.id, False
-
-    def _check_capacity(self, tenant: str) -> None:
-        """Refuse a new run beyond the tenant's limit or the replica's (Overloaded).
-
-        The tenant's comes first: a tenant at its own limit is told so, whatever the others do.
-        """
-        limit = self.tenant_max_concurrent
-        if limit is not None and self._active_by_tenant.get(tenant, 0) >= limit:
-            raise self.refusals.refuse(
-                "tenant", f"this tenant is running its maximum of {limit} concurrent runs"
-            )
-        if self._active >= self.max_concurrent:
-            raise self.refusals.refuse(
-                "server", f"the server is running its maximum of {self.max_concurrent} runs"
-            )
-
-    def _take_slot(self, tenant: str) -> None:
-        self._active += 1
-        self._active_by_tenant[tenant] = self._active_by_tenant.get(tenant, 0) + 1
-
-    def _free_slot(self, tenant: str) -> None:
-        self._active -= 1
-        left = self._active_by_tenant.pop(tenant, 1) - 1
-        if left:
-            self._active_by_tenant[tenant] = left
 
     async def get(self, run_id: str, *, tenant: str) -> run_pb2.Run:
         """The run's current record (this replica's, else the store's).
@@ -260,29 +236,18 @@ class RunManager:
             return
         if watching and run.span is not None:
             trace.get_current_span().add_link(run.span.get_span_context())
-        position = max(after_sequence, 0)
-        run.readers += 1
-        run.stop_orphan_check()
-        try:
-            while True:
-                if position < len(run.log):
-                    batch = run.log[position:]
-                    position += len(batch)
-                    yield batch
-                    continue
-                if run.done:
-                    return
-                await run.wait_for_change()
-        finally:
-            run.readers -= 1
+        # Closed with this generator: the run must lose its reader before `abandon` looks.
+        async with contextlib.aclosing(run.follow(max(after_sequence, 0))) as batches:
+            async for batch in batches:
+                yield batch
 
     async def stored(self, run_id: str) -> None:
-        """Return once this replica's run is all in the store (see `RunJournal.stored`).
+        """Return once this replica's run is all in the store (see `RunWriter.stored`).
 
         A caller is told a run ended only when every replica would say so.
         """
         if run_id in self._runs:
-            await self.journal.stored(run_id, self.recheck_s)
+            await self.journal.writer.stored(run_id, self.recheck_s)
 
     async def wait(self, run_id: str, *, tenant: str) -> run_pb2.Run:
         """Follow the run to its end (as a reader) and return its record."""
@@ -308,7 +273,7 @@ class RunManager:
         await asyncio.sleep(self.orphan_grace_s)
         while not (run.done or run.detach or run.readers):
             try:
-                watched = await self.journal.watched(run.id)
+                watched = await self.journal.leases.watched(run.id)
             except StoreError:
                 watched = True  # the store cannot say: better a run too many than one lost
             if not watched:
@@ -328,7 +293,7 @@ class RunManager:
             return await self.wait(run_id, tenant=tenant)
         if record.status != run_pb2.RUN_STATUS_RUNNING:
             return record
-        await self.journal.store.publish(CONTROL_CHANNEL, f"cancel {run_id} {reason}".encode())
+        await control.ask_to_cancel(self.journal.store, run_id, reason)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cancel_wait_s):
                 await self.wait(run_id, tenant=tenant)
@@ -351,7 +316,7 @@ class RunManager:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         # A moment to write the last events out; a store that is away gets no more.
-        await self.journal.flush(self.close_flush_s)
+        await self.journal.writer.flush(self.close_flush_s)
         for run in self._runs.values():
             run.stop_orphan_check()
 
@@ -400,33 +365,17 @@ class RunManager:
         run.settled = True
         if not run.done:
             run.cancelled()  # cancelled before it ever ran
-        self._free_slot(run.record.tenant)
+        self.slots.give_back(run.record.tenant)
         self._flights.land(run)
         if self.observer is not None:
             self.observer.run_ended(run.record, run.meter)
         if run.span is not None:
             end_run_span(run.span, run.record)
 
-    async def _listen(self, ready: asyncio.Event) -> None:
-        while True:
-            try:
-                async with self.journal.store.subscribe(CONTROL_CHANNEL) as messages:
-                    ready.set()
-                    async for message in messages:
-                        try:
-                            self._on_control(message.decode().split())
-                        except Exception:  # one bad message must not deafen this replica
-                            _log.exception("ignored a run control message")
-            except StoreError as exc:
-                _log.warning("run control channel lost (%s); listening again shortly", exc)
-                ready.set()
-                await asyncio.sleep(self.recheck_s)
-
-    def _on_control(self, words: list[str]) -> None:
-        if len(words) != 3 or words[0] != "cancel" or not words[2].isdigit():
-            return
-        if (run := self._runs.get(words[1])) is not None and not run.done:
-            self._cancel_here(run, run_pb2.CancelReason.ValueType(int(words[2])))
+    def _cancel_requested(self, run_id: str, reason: run_pb2.CancelReason.ValueType) -> None:
+        """Another replica asked to cancel a run (`control.py`): if it executes here, it stops."""
+        if (run := self._runs.get(run_id)) is not None and not run.done:
+            self._cancel_here(run, reason)
 
     def _forget_old(self) -> None:
         """Drop the oldest finished runs beyond `memory_max` (the journal still has them)."""
@@ -441,7 +390,7 @@ class RunManager:
             if (
                 not run.readers
                 and run.ended_before(now, self.memory_min_s)
-                and self.journal.written(run_id)
+                and self.journal.writer.written(run_id)
             ):
                 doomed.append(run_id)
         for run_id in doomed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -121,6 +121,26 @@ class OwnedRun:
     async def wait_for_change(self) -> None:
         """Return once an event was added or the run ended."""
         await self._changed.wait()
+
+    async def follow(self, position: int) -> AsyncGenerator[list[bytes]]:
+        """Yield the log after `position`, then new events until the run ends, as its reader.
+
+        Each yield is every event the reader has not had (never empty).
+        """
+        self.readers += 1
+        self.stop_orphan_check()
+        try:
+            while True:
+                if position < len(self.log):
+                    batch = self.log[position:]
+                    position += len(batch)
+                    yield batch
+                    continue
+                if self.done:
+                    return
+                await self.wait_for_change()
+        finally:
+            self.readers -= 1
 
     def append(self, event: Event) -> None:
         """Number and log a core event, and keep the record up to date."""

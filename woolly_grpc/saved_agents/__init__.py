@@ -3,7 +3,7 @@
 They are kept in a database (SQLite by default, PostgreSQL for several replicas).
 
 `operations.SavedAgents` is what the servicer calls; `rules` holds the fields and the rules they
-obey; `database.AgentDatabase` persists them.
+obey; `database.AgentDatabase` persists them, in the table `schema` describes and migrates.
 """
 
 from .database import AgentDatabase

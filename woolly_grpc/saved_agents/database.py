@@ -1,11 +1,10 @@
 """Where saved agents live: SQLAlchemy 2 async over SQLite (aiosqlite) or PostgreSQL (asyncpg).
 
-One table, brought to its newest schema at start-up by the Alembic migrations in `migrations/`
-(replicas starting together take turns, under a PostgreSQL advisory lock). Every query is
-scoped by tenant. A name is unique per
-(tenant, repository) through a unique constraint, so two replicas racing to create the same
-name cannot both win. Updates are compare-and-set on `revision`. Lists page by keyset on
-(create_time, id), with the position in an opaque token.
+One table (`schema.py`), brought to its newest schema at start-up by the Alembic migrations in
+`migrations/` (replicas starting together take turns, under a PostgreSQL advisory lock). Every
+query is scoped by tenant. A name is unique per (tenant, repository) through a unique constraint,
+so two replicas racing to create the same name cannot both win. Updates are compare-and-set on
+`revision`. Lists page by keyset on (create_time, id), with the position in an opaque token.
 """
 
 from __future__ import annotations
@@ -15,85 +14,37 @@ import base64
 import json
 import logging
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from alembic import command
-from alembic.config import Config
 from alembic.util import CommandError
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    and_,
-    delete,
-    event,
-    inspect,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from woolly_grpc.core import AgentType, AlreadyExists, InvalidInput, NotFound, Unavailable
+from woolly_grpc.core import AlreadyExists, InvalidInput, NotFound, Unavailable
 
 from .rules import AgentFields, AgentPage, AgentRecord
+from .schema import (
+    SCHEMA_LOCK,
+    AgentRow,
+    columns,
+    migrate,
+    migration_lock,
+    sqlite_transactions,
+    to_record,
+)
 
 _log = logging.getLogger(__name__)
 
 DatabaseKind = Literal["sqlite", "postgresql"]
-_SCHEMA_LOCK = 0x776F6F6C6C79  # "woolly": replicas starting together migrate the schema once
-_MIGRATIONS = Path(__file__).parent / "migrations"
-_FIRST_REVISION = "0001"
-"""The schema the release before migrations created (`create_all`)."""
 _CONNECT_TIMEOUT_S = 10.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class _AgentRow(_Base):
-    __tablename__ = "saved_agents"
-    __table_args__ = (
-        UniqueConstraint("tenant", "repository", "name", name="uq_saved_agents_name"),
-        Index("ix_saved_agents_order", "tenant", "create_time", "id"),
-    )
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(200))
-    name: Mapped[str] = mapped_column(String(200))
-    description: Mapped[str] = mapped_column(Text)
-    system_prompt: Mapped[str] = mapped_column(Text)
-    base_type: Mapped[str] = mapped_column(String(32))
-    tools: Mapped[list[str]] = mapped_column(JSON)
-    repository: Mapped[str] = mapped_column(String(200))
-    is_active: Mapped[bool] = mapped_column(Boolean)
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revision: Mapped[int] = mapped_column(Integer)
-    model: Mapped[str] = mapped_column(String(200))
-    temperature: Mapped[float | None] = mapped_column(Float)
-    max_output_tokens: Mapped[int | None] = mapped_column(Integer)
-    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 def async_database_url(url: str) -> URL:
@@ -153,7 +104,7 @@ class AgentDatabase:
             hide_parameters=True,
         )
         if self.kind == "sqlite":
-            _sqlite_transactions(self._engine.sync_engine)
+            sqlite_transactions(self._engine.sync_engine)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
 
     @property
@@ -172,18 +123,18 @@ class AgentDatabase:
                 f"database file (no directory {Path(database).parent})"
             )
         # Alembic's `context` and `op` are global to the process: one migration at a time.
-        async with _migrating(), self._errors("open"), self._engine.connect() as connection:
+        async with migration_lock(), self._errors("open"), self._engine.connect() as connection:
             # SQLite: BEGIN IMMEDIATE takes the write lock first, so two processes opening one
-            # file take turns and a migration is all or nothing (see _sqlite_transactions).
+            # file take turns and a migration is all or nothing (see schema.sqlite_transactions).
             # PostgreSQL: replicas starting together take turns on an advisory lock.
             migrating = await connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
             async with migrating.begin():
                 if self.kind == "postgresql":
                     await migrating.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK}
                     )
                 try:
-                    await migrating.run_sync(_migrate)
+                    await migrating.run_sync(migrate)
                 except CommandError as exc:  # e.g. a database migrated by a newer release
                     raise Unavailable(
                         f"cannot migrate the saved-agents database {self.display_url}: "
@@ -210,14 +161,14 @@ class AgentDatabase:
         if request_id and (created := await self._created_by(tenant, request_id)) is not None:
             return created
         now = datetime.now(UTC)
-        row = _AgentRow(
+        row = AgentRow(
             id=uuid.uuid4().hex,
             tenant=tenant,
             create_time=now,
             update_time=now,
             revision=1,
             request_id=request_id or None,
-            **_columns(agent),
+            **columns(agent),
         )
         try:
             async with self._errors("write"), self._sessions.begin() as session:
@@ -227,15 +178,13 @@ class AgentDatabase:
             if request_id and (created := await self._created_by(tenant, request_id)):
                 return created
             raise _name_taken(agent) from exc
-        return _record(row)
+        return to_record(row)
 
     async def _created_by(self, tenant: str, request_id: str) -> AgentRecord | None:
-        query = select(_AgentRow).where(
-            _AgentRow.tenant == tenant, _AgentRow.request_id == request_id
-        )
+        query = select(AgentRow).where(AgentRow.tenant == tenant, AgentRow.request_id == request_id)
         async with self._errors("read"), self._sessions() as session:
             row = (await session.scalars(query)).first()
-        return _record(row) if row is not None else None
+        return to_record(row) if row is not None else None
 
     async def get(self, tenant: str, agent_id: str) -> AgentRecord:
         """The definition with this id in this tenant (NotFound otherwise)."""
@@ -246,15 +195,15 @@ class AgentDatabase:
 
     async def get_many(self, tenant: str, agent_ids: Collection[str]) -> dict[str, AgentRecord]:
         """The definitions among these ids that exist in this tenant, by id."""
-        query = select(_AgentRow).where(_AgentRow.tenant == tenant, _AgentRow.id.in_(agent_ids))
+        query = select(AgentRow).where(AgentRow.tenant == tenant, AgentRow.id.in_(agent_ids))
         async with self._errors("read"), self._sessions() as session:
             rows = (await session.scalars(query)).all()
-        return {row.id: _record(row) for row in rows}
+        return {row.id: to_record(row) for row in rows}
 
     async def revisions(self, tenant: str, agent_ids: Collection[str]) -> dict[str, int]:
         """The current revision of each of these ids that exists in this tenant."""
-        query = select(_AgentRow.id, _AgentRow.revision).where(
-            _AgentRow.tenant == tenant, _AgentRow.id.in_(agent_ids)
+        query = select(AgentRow.id, AgentRow.revision).where(
+            AgentRow.tenant == tenant, AgentRow.id.in_(agent_ids)
         )
         async with self._errors("read"), self._sessions() as session:
             rows = (await session.execute(query)).all()
@@ -265,21 +214,21 @@ class AgentDatabase:
 
         With a repository, only agents scoped to it or to no repository are listed.
         """
-        query = select(_AgentRow).where(_AgentRow.tenant == tenant)
+        query = select(AgentRow).where(AgentRow.tenant == tenant)
         if repository:
-            query = query.where(_AgentRow.repository.in_((repository, "")))
+            query = query.where(AgentRow.repository.in_((repository, "")))
         if token:
             after_time, after_id = _decode_token(token, repository)
             query = query.where(
                 or_(
-                    _AgentRow.create_time > after_time,
-                    and_(_AgentRow.create_time == after_time, _AgentRow.id > after_id),
+                    AgentRow.create_time > after_time,
+                    and_(AgentRow.create_time == after_time, AgentRow.id > after_id),
                 )
             )
-        query = query.order_by(_AgentRow.create_time, _AgentRow.id).limit(size + 1)
+        query = query.order_by(AgentRow.create_time, AgentRow.id).limit(size + 1)
         async with self._errors("read"), self._sessions() as session:
             rows = (await session.scalars(query)).all()
-        records = tuple(_record(row) for row in rows[:size])
+        records = tuple(to_record(row) for row in rows[:size])
         more = len(rows) > size
         return AgentPage(records, _encode_token(records[-1], repository) if more else "")
 
@@ -288,19 +237,19 @@ class AgentDatabase:
     ) -> AgentRecord | None:
         """Write new fields if the stored revision is still `current`'s; None if it is not."""
         now = datetime.now(UTC)
-        values = _columns(agent) | {"update_time": now, "revision": current.revision + 1}
+        values = columns(agent) | {"update_time": now, "revision": current.revision + 1}
         query = (
-            update(_AgentRow)
+            update(AgentRow)
             .where(
-                _AgentRow.tenant == tenant,
-                _AgentRow.id == current.id,
-                _AgentRow.revision == current.revision,
+                AgentRow.tenant == tenant,
+                AgentRow.id == current.id,
+                AgentRow.revision == current.revision,
             )
             .values(**values)
         )
         try:
             async with self._errors("write"), self._sessions.begin() as session:
-                changed = (await session.execute(query.returning(_AgentRow.id))).first()
+                changed = (await session.execute(query.returning(AgentRow.id))).first()
         except IntegrityError as exc:
             raise _name_taken(agent) from exc
         if changed is None:
@@ -309,9 +258,9 @@ class AgentDatabase:
 
     async def delete(self, tenant: str, agent_id: str) -> None:
         """Delete a definition (NotFound if there is none)."""
-        query = delete(_AgentRow).where(_AgentRow.tenant == tenant, _AgentRow.id == agent_id)
+        query = delete(AgentRow).where(AgentRow.tenant == tenant, AgentRow.id == agent_id)
         async with self._errors("write"), self._sessions.begin() as session:
-            deleted = (await session.execute(query.returning(_AgentRow.id))).first()
+            deleted = (await session.execute(query.returning(AgentRow.id))).first()
         if deleted is None:
             raise NotFound("agent", agent_id)
 
@@ -363,88 +312,6 @@ class AgentDatabase:
                 reason,
             )
         self._failing = True
-
-
-def _columns(agent: AgentFields) -> dict[str, object]:
-    assert agent.base_type is not None, "validated before it is stored"
-    return {
-        "name": agent.name,
-        "description": agent.description,
-        "system_prompt": agent.system_prompt,
-        "base_type": agent.base_type.value,
-        "tools": list(agent.tools),
-        "repository": agent.repository,
-        "is_active": agent.is_active,
-        "model": agent.model,
-        "temperature": agent.temperature,
-        "max_output_tokens": agent.max_output_tokens,
-    }
-
-
-def _record(row: _AgentRow) -> AgentRecord:
-    fields = AgentFields(
-        name=row.name,
-        base_type=AgentType(row.base_type),
-        description=row.description,
-        system_prompt=row.system_prompt,
-        tools=tuple(row.tools),
-        repository=row.repository,
-        is_active=row.is_active,
-        model=row.model,
-        temperature=row.temperature,
-        max_output_tokens=row.max_output_tokens,
-    )
-    return AgentRecord(row.id, fields, _utc(row.create_time), _utc(row.update_time), row.revision)
-
-
-_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _migrating() -> asyncio.Lock:
-    """This event loop's lock for migrations (Alembic's state is global to the process)."""
-    loop = asyncio.get_running_loop()
-    if (lock := _MIGRATION_LOCKS.get(loop)) is None:
-        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
-    return lock
-
-
-def _sqlite_transactions(engine: Engine) -> None:
-    """Transactions that SQLite really runs, DDL included (SQLAlchemy's documented recipe).
-
-    The sqlite3 driver starts transactions itself and commits before DDL, so a migration could
-    stop half done. Its own handling is turned off and every transaction says BEGIN, or what a
-    connection's `sqlite_begin` execution option says (BEGIN IMMEDIATE to migrate).
-    """
-
-    @event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
-
-
-def _migrate(connection: Connection) -> None:
-    """Upgrade the schema to the newest migration, in the caller's transaction.
-
-    A database made before migrations existed has the table but no `alembic_version`: it is
-    marked as the first revision, then upgraded like any other.
-    """
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
-    config.attributes["connection"] = connection
-    tables = inspect(connection)
-    if tables.has_table(_AgentRow.__tablename__) and not tables.has_table("alembic_version"):
-        command.stamp(config, _FIRST_REVISION)
-    command.upgrade(config, "head")
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite keeps no time zone; every stored time is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _name_taken(agent: AgentFields) -> AlreadyExists:
