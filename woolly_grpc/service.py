@@ -115,7 +115,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             if request.after_sequence < 0:
                 raise InvalidInput.one("after_sequence", "must be 0 or more")
             calls.current().run_id = request.run_id
-            await self.runs.get(request.run_id, tenant=_tenant())
+            await self.runs.get(request.run_id, tenant=_tenant(), text=False)  # it may see it
             self.replays.take()
         try:
             async for message in self._relay(
@@ -128,7 +128,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
     async def RetryRun(self, request: pb.RetryRunRequest, context: Context) -> pb.RetryRunResponse:
         async with map_core_errors(context):
             tenant = _tenant()
-            if (await self.runs.get(request.run_id, tenant=tenant)).status == (
+            if (await self.runs.get(request.run_id, tenant=tenant, text=False)).status == (
                 run_pb2.RUN_STATUS_RUNNING
             ):
                 raise FailedPrecondition(f"run {request.run_id!r} is still running")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -143,7 +144,8 @@ Relay cost per chunk over the bare core (p50 whole stream minus the core's, over
     return section, [
         Ratio(
             "relay cost per chunk, woolly / FastAPI peer",
-            per_chunk["woolly"] / per_chunk["peer"],
+            # A peer no slower than the bare core (noise) leaves no ratio to speak of.
+            per_chunk["woolly"] / per_chunk["peer"] if per_chunk["peer"] > 0 else math.inf,
             1,
             True,
         ),

@@ -125,23 +125,28 @@ async def test_a_write_does_a_batch_in_order_and_answers_its_claims(store):
     assert await store.write([]) == []
 
 
-async def test_an_append_without_a_ttl_keeps_the_logs_expiry(store, elapse):
-    # The run journal sets a log's TTL on its first and last write only: a write in between
-    # must neither renew nor drop it, and a claim's answer must still be found among the rest.
+async def test_an_append_may_keep_the_logs_expiry_and_a_log_it_creates_still_gets_one(
+    store, elapse
+):
+    # The run journal renews a log's TTL only on its first and last write: a write in between
+    # neither renews nor drops it, a log such a write creates (Redis restarted empty) still
+    # expires, and a claim's answer is still found among the rest.
     done = await store.write(
         [
             Append("log", [b"a"], 0.05),
-            Append("log", [b"b"], None),
+            Append("log", [b"b"], 60, renew=False),
             Claim("lease", "me", 60),
-            Append("log", [], None),
+            Append("log", [], 60, renew=False),
+            Append("lost", [b"x"], 0.05, renew=False),
             Claim("lease", "other", 60),
         ]
     )
-    assert done == [True, True, True, True, False]
+    assert done == [True, True, True, True, True, False]
     assert await store.read("log") == [b"a", b"b"]
-    await store.write([Append("log", [b"c"], None)])
+    await store.write([Append("log", [b"c"], 60, renew=False)])
     await elapse(0.05)
     assert await store.read("log") == [], "the first append's TTL still held"
+    assert await store.read("lost") == [], "the log it created got its TTL"
 
 
 async def test_subscribers_get_what_is_published_after_they_subscribe(store):

@@ -79,21 +79,26 @@ class RunJournal:
         return method.decode(), request
 
     async def load_record(self, run_id: str) -> run_pb2.Run:
-        """A run's record, settled first if its owner's lease lapsed, with its text so far.
+        """A run's record as stored, settled first if its owner's lease lapsed.
 
-        While the run goes on, that text is read from its log (the record does not carry it).
+        While the run goes on, the stored record leaves its text to the log (`with_text`).
         """
-        record = await self._load_record(run_id)
-        if record.status == run_pb2.RUN_STATUS_RUNNING and not record.partial_content:
-            record.partial_content = await streamed_text(self.store, run_id)
-        return record
-
-    async def _load_record(self, run_id: str) -> run_pb2.Run:
-        """A run's record as stored (no text while it runs), settled if its owner's lease lapsed."""
         raw = await self.store.get(record_key(run_id))
         if raw is None:
             raise unknown_run(run_id)
         return await self.leases.settled_if_lapsed(run_pb2.Run.FromString(raw))
+
+    async def with_text(self, record: run_pb2.Run) -> run_pb2.Run:
+        """`record` with the text its run streamed so far, read from the log while it runs.
+
+        Only the events the record counts (up to its `last_sequence`), so that a reader that
+        shows this text and then watches after that sequence never sees a delta twice.
+        """
+        if record.status == run_pb2.RUN_STATUS_RUNNING and not record.partial_content:
+            record.partial_content = await streamed_text(
+                self.store, record.id, record.last_sequence
+            )
+        return record
 
     async def follow(self, run_id: str, after_sequence: int) -> AsyncGenerator[list[bytes]]:
         """Replay a run's stored events after `after_sequence`, then follow it until it ends.
@@ -122,7 +127,7 @@ class RunJournal:
                     if entries := await self.store.read(log_key(run_id), position):
                         position += len(entries)
                         yield entries
-                    record = await self._load_record(run_id)
+                    record = await self.load_record(run_id)
                     if record.status != run_pb2.RUN_STATUS_RUNNING:
                         if position < record.last_sequence and (
                             entries := await self.store.read(log_key(run_id), position)

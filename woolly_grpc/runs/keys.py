@@ -39,11 +39,12 @@ def run_channel(run_id: str) -> str:
     return f"run:{{{run_id}}}"
 
 
-async def streamed_text(store: Store, run_id: str) -> str:
-    """The text deltas in a run's stored log, joined: its `partial_content` while it runs.
+async def streamed_text(store: Store, run_id: str, events: int) -> str:
+    """The text deltas among a run's first `events` stored events, joined: its `partial_content`.
 
     A running run's record leaves that text to the log (the writer would otherwise rewrite the
     whole answer so far at every write), so a replica that does not own the run reads it here.
     """
-    events = map(agent_service_pb2.WatchRunResponse.FromString, await store.read(log_key(run_id)))
-    return "".join(e.text_delta.text for e in events if e.WhichOneof("event") == "text_delta")
+    stored = (await store.read(log_key(run_id)))[:events]
+    parsed = map(agent_service_pb2.WatchRunResponse.FromString, stored)
+    return "".join(e.text_delta.text for e in parsed if e.WhichOneof("event") == "text_delta")

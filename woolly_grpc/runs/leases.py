@@ -70,7 +70,8 @@ class Leases:
             return record  # the owner came back in time, or another replica is settling
         settled = run_pb2.Run()
         settled.CopyFrom(record)
-        settled.partial_content = await streamed_text(self.store, record.id)  # kept when it fails
+        # Kept when a run fails midway: the text of the events the record counts.
+        settled.partial_content = await streamed_text(self.store, record.id, record.last_sequence)
         settled.status = run_pb2.RUN_STATUS_FAILED
         settled.error.CopyFrom(run_pb2.RunError(code=code_pb2.UNAVAILABLE, message=OWNER_STOPPED))
         settled.last_sequence = record.last_sequence + 1

@@ -193,21 +193,27 @@ class RunManager:
         run.task.add_done_callback(lambda _task: self._settle(run))
         return run.id, False
 
-    async def get(self, run_id: str, *, tenant: str) -> run_pb2.Run:
+    async def get(self, run_id: str, *, tenant: str, text: bool = True) -> run_pb2.Run:
         """The run's current record (this replica's, else the store's).
+
+        `text=False` may leave out a running run's `partial_content` (a check of its status or
+        tenant need not read another replica's log for it).
 
         Raises:
             NotFound: the run is unknown, or belongs to another tenant than the caller's.
         """
         run = self._runs.get(run_id)
-        record = run.snapshot() if run is not None else await self.journal.load_record(run_id)
+        if run is not None:
+            record = run.snapshot(text=text)
+        else:
+            record = await self.journal.load_record(run_id)
         if record.tenant != tenant:
             raise unknown_run(run_id)
-        return record
+        return await self.journal.with_text(record) if text and run is None else record
 
     async def request_of(self, run_id: str, *, tenant: str) -> tuple[str, bytes]:
         """The method and serialized request that started the run."""
-        await self.get(run_id, tenant=tenant)
+        await self.get(run_id, tenant=tenant, text=False)
         run = self._runs.get(run_id)
         if run is not None:
             return run.record.method, run.request.SerializeToString()
@@ -251,7 +257,7 @@ class RunManager:
 
     async def wait(self, run_id: str, *, tenant: str) -> run_pb2.Run:
         """Follow the run to its end (as a reader) and return its record."""
-        start = (await self.get(run_id, tenant=tenant)).last_sequence
+        start = (await self.get(run_id, tenant=tenant, text=False)).last_sequence
         async with contextlib.aclosing(self.follow(run_id, after_sequence=start)) as batches:
             async for _ in batches:
                 pass
@@ -286,7 +292,7 @@ class RunManager:
         self, run_id: str, reason: run_pb2.CancelReason.ValueType, *, tenant: str
     ) -> run_pb2.Run:
         """Stop a run (its model call included) wherever it runs; returns it as it ended."""
-        record = await self.get(run_id, tenant=tenant)
+        record = await self.get(run_id, tenant=tenant, text=False)
         run = self._runs.get(run_id)
         if run is not None:
             self._cancel_here(run, reason)

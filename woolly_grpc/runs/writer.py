@@ -212,7 +212,7 @@ class RunWriter:
             if writes:
                 batch += writes
                 ended = run is None or run.done
-                renewed = any(isinstance(w, Append) and w.ttl_s is not None for w in writes)
+                renewed = any(isinstance(w, Append) and w.renew for w in writes)
                 written = len(run.log) if run else pending.written
                 progress.append((pending, written, ended, renewed))
         if not batch:
@@ -272,7 +272,7 @@ class RunWriter:
         renew = run.done or not pending.written or now - pending.log_renewed_at >= ttl / 10
         return [
             *writes,
-            Append(log_key(run.id), new, ttl if renew else None),
+            Append(log_key(run.id), new, ttl, renew=renew),
             Put(record_key(run.id), record.SerializeToString(), ttl),
             Publish(run_channel(run.id), str(stored).encode()),
         ]

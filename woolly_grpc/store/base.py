@@ -31,9 +31,10 @@ class Append:
 
     key: str
     entries: Sequence[bytes]
-    ttl_s: float | None
-    """None keeps the log's expiry as it is (one command less on Redis): for a writer that
-    renews it only now and then, and set it on the log's first append."""
+    ttl_s: float
+    renew: bool = True
+    """False keeps an existing log's expiry as it is (one command less on Redis), for a writer
+    that renews it only now and then; a log this append creates gets `ttl_s` all the same."""
 
 
 @dataclass(frozen=True)

@@ -93,11 +93,12 @@ class MemoryStore:
         if size <= self.max_bytes:
             self._put(key, _Item(bytes(value), now + max(ttl_s, _MIN_TTL_S), size))
 
-    async def append(self, key: str, entries: Sequence[bytes], *, ttl_s: float | None) -> int:
+    async def append(
+        self, key: str, entries: Sequence[bytes], *, ttl_s: float, renew: bool = True
+    ) -> int:
         """Append to the log under `key`, renew its TTL, and return its new length.
 
-        `ttl_s=None` (from a `write`'s `Append`) keeps the expiry; a new log then never expires,
-        as in Redis.
+        `renew=False` (a `write`'s `Append`) keeps an existing log's expiry.
         """
         item = self._live(key)
         if item is None:
@@ -114,10 +115,8 @@ class MemoryStore:
         item.size += sum(len(entry) for entry in entries)
         if item.size > self.max_bytes:
             raise StoreError(f"the log {key!r} outgrew max_bytes={self.max_bytes} and was dropped")
-        if ttl_s is not None:
+        if renew or not item.expires_at:  # a new log has none yet
             item.expires_at = self._clock() + max(ttl_s, _MIN_TTL_S)
-        elif not item.expires_at:
-            item.expires_at = math.inf
         self._put(key, item)
         return len(log)
 
@@ -146,7 +145,7 @@ class MemoryStore:
                 case Put():
                     await self.set(op.key, op.value, ttl_s=op.ttl_s)
                 case Append():
-                    await self.append(op.key, op.entries, ttl_s=op.ttl_s)
+                    await self.append(op.key, op.entries, ttl_s=op.ttl_s, renew=op.renew)
                 case Publish():
                     await self.publish(op.channel, op.message)
                 case Claim():

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -178,30 +178,44 @@ class RedisStore:
         return bool(held)
 
     async def write(self, batch: Sequence[Write]) -> list[bool]:
-        """One pipeline (not a transaction): a round trip for the whole batch."""
+        """One pipeline (not a transaction): a round trip for the whole batch.
+
+        An `Append` that keeps its log's expiry but found no log (Redis lost it, e.g. restarted
+        empty) created one without any: that log then gets its TTL in a second round trip.
+        """
         if not batch:
             return []
         async with self._guard("write"), self._redis.pipeline(transaction=False) as pipe:
             claims: list[int] = []  # where each Claim's answer is among the pipeline's replies
+            kept: list[tuple[int, Append]] = []  # appends that keep the expiry, and their reply
             for op in batch:
-                match op:
-                    case Put():
-                        pipe.set(self._prefix + op.key, op.value, px=_ms(op.ttl_s))
-                    case Append():
-                        if op.entries:
-                            pipe.rpush(self._prefix + op.key, *op.entries)
-                        if op.ttl_s is not None:
-                            pipe.pexpire(self._prefix + op.key, _ms(op.ttl_s))
-                    case Publish() if isinstance(pipe, ClusterPipeline):
-                        pipe.spublish(self._prefix + op.channel, op.message)
-                    case Publish():
-                        pipe.publish(self._prefix + op.channel, op.message)
-                    case Claim():
-                        claims.append(len(pipe))
-                        pipe.eval(_CLAIM, 1, self._prefix + op.key, op.holder, _ms(op.ttl_s))
+                if isinstance(op, Claim):
+                    claims.append(len(pipe))
+                elif isinstance(op, Append) and op.entries and not op.renew:
+                    kept.append((len(pipe), op))
+                self._queue(pipe, op)
             replies = await pipe.execute()
+            for op in [op for at, op in kept if replies[at] == len(op.entries)]:
+                await self._redis.pexpire(self._prefix + op.key, _ms(op.ttl_s))
         answers = iter(bool(replies[i]) for i in claims)
         return [next(answers) if isinstance(op, Claim) else True for op in batch]
+
+    def _queue(self, pipe: Pipeline | ClusterPipeline, op: Write) -> None:
+        """Queue one operation of a `write` (a Claim or an Append's entries first)."""
+        match op:
+            case Put():
+                pipe.set(self._prefix + op.key, op.value, px=_ms(op.ttl_s))
+            case Append():
+                if op.entries:
+                    pipe.rpush(self._prefix + op.key, *op.entries)
+                if op.renew:
+                    pipe.pexpire(self._prefix + op.key, _ms(op.ttl_s))
+            case Publish() if isinstance(pipe, ClusterPipeline):
+                pipe.spublish(self._prefix + op.channel, op.message)
+            case Publish():
+                pipe.publish(self._prefix + op.channel, op.message)
+            case Claim():
+                pipe.eval(_CLAIM, 1, self._prefix + op.key, op.holder, _ms(op.ttl_s))
 
     def steady_s(self) -> float:
         """Seconds since the last failed operation (inf if none)."""
