@@ -48,7 +48,7 @@ test: lint ## Lint, then run the whole test suite, then the Redis tests again on
 serve: $(STAMP) ## Run the server on the bundled example repositories
 	WOOLLY_REPOS_ROOT=$${WOOLLY_REPOS_ROOT:-examples/repos} $(BIN)/woolly-grpc serve
 
-bench: $(STAMP) ## Run the benchmark suite (~3 min) and append its report to docs/performance.md
+bench: $(STAMP) ## Run the benchmark suite (~4 min) and append its report to docs/performance.md
 	$(PY) -m bench.suite --write
 
 clean: ## Remove the venv and caches
