@@ -105,7 +105,7 @@ class RunManager:
         """The runs executing here, within the replica's and each tenant's limit."""
         self.closing = False
         """Set at shutdown: runs whose callers go away are then cancelled as SHUTDOWN."""
-        self.lease_s = settings.run_lease_s
+        self.lease_s = journal.lease_s  # the readers' leases it waits on are the journal's
         self._runs: OrderedDict[str, OwnedRun] = OrderedDict()
         self._flights = Flights()
         self._control: asyncio.Task[None] | None = None
