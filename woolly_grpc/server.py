@@ -35,7 +35,7 @@ from .core import (
     Unavailable,
 )
 from .core.models import ProviderFactory
-from .interceptors import Chain, KeyFile, build_interceptors
+from .interceptors import KeyFile, build_interceptors
 from .interceptors.keys import key_source
 from .observability.agents import AgentMetrics
 from .observability.collectors import HealthCollector, RunStoreCollector
@@ -184,18 +184,14 @@ def build(
     keys = key_source(settings)
     connections = connection_budget(settings)
     server = aio.server(
-        interceptors=[
-            Chain(
-                build_interceptors(
-                    cache if settings.cache_enabled else None,
-                    metrics=metrics,
-                    key_extras=agent_revisions,
-                    api_keys=keys,
-                    replays=replays,
-                    tracer=tracer,
-                )
-            )
-        ],
+        interceptors=build_interceptors(
+            cache if settings.cache_enabled else None,
+            metrics=metrics,
+            key_extras=agent_revisions,
+            api_keys=keys,
+            replays=replays,
+            tracer=tracer,
+        ),
         options=server_options(settings, connections),
     )
     chains = ChainRunner(runner, tracer=tracer)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from grpc import aio
 from opentelemetry.trace import Tracer
 
 from woolly_grpc.cache import ResultCache
 from woolly_grpc.observability.metrics import Metrics
 from woolly_grpc.runs import ReplaySlots
 
-from ._handlers import Chain, WrappingInterceptor
 from .auth import AuthInterceptor
 from .caching import CACHED_METHODS, CachingInterceptor, KeyExtras
 from .decoding import DecodingInterceptor
@@ -22,7 +22,6 @@ __all__ = [
     "ApiKeysError",
     "AuthInterceptor",
     "CachingInterceptor",
-    "Chain",
     "DecodingInterceptor",
     "KeyFile",
     "KeySource",
@@ -40,10 +39,8 @@ def build_interceptors(
     key_extras: KeyExtras | None = None,
     api_keys: KeySource | None = None,
     tracer: Tracer | None = None,
-) -> list[WrappingInterceptor]:
+) -> list[aio.ServerInterceptor]:
     """The interceptor chain, outermost first: tracing, metrics, auth, decoding, cache.
-
-    The server gives them to grpc as one `Chain` (one interceptor for grpc to await per call).
 
     Tracing is outermost so that its span covers the whole call and its trace id is known to
     the access-log line, which metrics writes. Metrics times cache hits too.
@@ -62,7 +59,7 @@ def build_interceptors(
             authentication off.
         tracer: Where the RPCs' spans go; None (tracing off) leaves the tracing interceptor out.
     """
-    chain: list[WrappingInterceptor] = []
+    chain: list[aio.ServerInterceptor] = []
     if tracer is not None:
         chain.append(TracingInterceptor(tracer))
     if metrics is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -86,15 +86,11 @@ class WrappingInterceptor(aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
-        """The method's handler, wrapped if this interceptor covers it (used on its own)."""
+        """The method's handler, wrapped if this interceptor covers it."""
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler  # type: ignore[return-value]  # grpc answers UNIMPLEMENTED
-        return self.handler_for(handler_call_details, handler)
-
-    def handler_for(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
-        """The handler this interceptor gives a call of `handler`'s method."""
-        method = details.method
+        method = handler_call_details.method
         # A method has its own handler and, from an inner interceptor, a few refusing ones.
         made_for = self._by_method.setdefault(method, {})
         made = made_for.get(id(handler))
@@ -112,34 +108,6 @@ class WrappingInterceptor(aio.ServerInterceptor):
     def wrap(self, method: str, handler: Handler) -> Handler:
         """The wrapped handler of `method` (usually `wrap_handler(handler, behaviour)`)."""
         raise NotImplementedError
-
-
-class Chain(aio.ServerInterceptor):
-    """Our interceptors, given to grpc as one.
-
-    grpc awaits each interceptor it is given on every call (~5 µs each); this one asks each of
-    ours for its handler in turn, without an await.
-
-    Args:
-        layers: Outermost first, as grpc would take them.
-    """
-
-    def __init__(self, layers: Sequence[WrappingInterceptor]) -> None:
-        self.layers = tuple(layers)
-        self._inner_first = self.layers[::-1]
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        """The method's handler, wrapped by every layer that covers it."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # type: ignore[return-value]  # grpc answers UNIMPLEMENTED
-        for layer in self._inner_first:
-            handler = layer.handler_for(handler_call_details, handler)
-        return handler
 
 
 def grpc_type(handler: Handler) -> str:

@@ -15,7 +15,7 @@ PERMISSION_DENIED, so that its existence is not revealed.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -57,17 +57,21 @@ class AuthInterceptor(WrappingInterceptor):
         self.keys = keys
         self._refusing: dict[tuple[str, str], Handler] = {}
 
-    def handler_for(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
         """The method's handler, or one refusing a call without a known key unread.
 
         The metadata is all a refusal needs, so a keyless caller costs a few microseconds, not
         a message received and parsed (`refusing_handler`).
         """
-        handler = super().handler_for(details, handler)
-        method = details.method
-        if method.startswith(PROBE_METHODS):
+        handler = await super().intercept_service(continuation, handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(PROBE_METHODS):
             return handler
-        caller, refused = self._identify(details.invocation_metadata or ())
+        caller, refused = self._identify(handler_call_details.invocation_metadata or ())
         if caller is not None:
             return handler  # its guard sets the tenant, in the call's own task
         refusing = self._refusing.get((method, refused))
