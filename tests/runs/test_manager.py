@@ -102,6 +102,7 @@ class RecordingStore(MemoryStore):
         super().__init__()
         self.appends: list[Append] = []
         self.records: list[run_pb2.Run] = []
+        self.requests = 0
         self.appended = asyncio.Event()
 
     async def write(self, batch: Sequence[Write]) -> list[bool]:
@@ -111,6 +112,7 @@ class RecordingStore(MemoryStore):
             for op in batch
             if isinstance(op, Put) and op.key.startswith("run:") and op.key.endswith("}")
         ]
+        self.requests += sum(isinstance(op, Put) and op.key.endswith(":request") for op in batch)
         if len(self.appends) >= 5:
             self.appended.set()
         return await super().write(batch)
@@ -128,8 +130,9 @@ async def run_past_five_writes(store: RecordingStore) -> str:
     return run_id
 
 
-async def test_a_runs_log_gets_its_expiry_on_its_first_write_and_its_last_only() -> None:
-    """Each flush in between is one command less on Redis, and the log never lacks an expiry."""
+async def test_a_runs_log_and_request_get_their_expiry_on_its_first_and_last_write() -> None:
+    """Each flush in between is one command less on Redis, the log never lacks an expiry, and
+    the request (for RetryRun) lives as long as the record, however long the run took."""
     store = RecordingStore()
     run_id = await run_past_five_writes(store)
 
@@ -137,6 +140,7 @@ async def test_a_runs_log_gets_its_expiry_on_its_first_write_and_its_last_only()
     assert renewed[0] and renewed[-1], "when the log is created and when the run ends"
     assert not any(renewed[1:-1]), f"no renewal in between: {renewed}"
     assert {append.ttl_s for append in store.appends} == {60}, "the retention"
+    assert store.requests == 2, "the request, with the first record and with the final one"
     assert sum(len(append.entries) for append in store.appends) == len(
         await store.read(log_key(run_id))
     ), "every event was written"

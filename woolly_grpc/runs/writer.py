@@ -43,10 +43,13 @@ class _Pending:
     """None once only its final record is kept (the bound on what an outage may hold)."""
     record: run_pb2.Run
     """The record to write when `run` is gone."""
+    request: bytes
+    """`method\\nrequest`: written with the first record, and again with the final one (so that
+    RetryRun finds it as long as the record, however long the run took)."""
     written: int = 0
     """Events of the run the store holds."""
-    request: bytes | None = None
-    """`method\\nrequest`, until the store holds it."""
+    request_stored: bool = False
+    """Whether the store holds the request."""
     renewed_at: float = float("-inf")
     """When the owner lease was last renewed (event-loop time)."""
     ended: bool = False
@@ -151,7 +154,7 @@ class RunWriter:
             del self._pending[run.id]
             raise
         else:
-            pending.request, pending.renewed_at, pending.log_renewed_at = None, now, now
+            pending.request_stored, pending.renewed_at, pending.log_renewed_at = True, now, now
             self._recovered()
 
     def _changed(self, run: OwnedRun) -> None:
@@ -237,7 +240,7 @@ class RunWriter:
     def _advance(self, progress: list[tuple[_Pending, int, bool, bool]], now: float) -> None:
         """After a write: what the store now holds of each run; ended runs written are done."""
         for pending, written, ended, renewed in progress:
-            pending.written, pending.request, pending.ended = written, None, ended
+            pending.written, pending.request_stored, pending.ended = written, True, ended
             if renewed:
                 pending.log_renewed_at = now
             if ended and (pending.run is None or written >= len(pending.run.log)):
@@ -255,10 +258,10 @@ class RunWriter:
             record = pending.record
             return [Put(record_key(record.id), record.SerializeToString(), ttl)]
         new = run.log[pending.written :]
-        if not new and pending.request is None and (pending.ended or not run.done):
+        if not new and pending.request_stored and (pending.ended or not run.done):
             return []
         writes: list[Write] = []
-        if pending.request is not None:
+        if not pending.request_stored or run.done:  # the final write renews its expiry too
             writes.append(Put(request_key(run.id), pending.request, ttl))
         # While the run goes on, its text is in the log only: a record carrying it would grow
         # with the answer and be rewritten whole at every write (quadratic in its length).
