@@ -115,7 +115,7 @@ class AgentService(agent_service_pb2_grpc.AgentServiceServicer):
             if request.after_sequence < 0:
                 raise InvalidInput.one("after_sequence", "must be 0 or more")
             calls.current().run_id = request.run_id
-            await self.runs.get(request.run_id, tenant=_tenant(), text=False)  # it may see it
+            await self.runs.get(request.run_id, tenant=_tenant(), text=False)  # the caller may
             self.replays.take()
         try:
             async for message in self._relay(

@@ -101,6 +101,11 @@ async def live_streams(s: Servers, plan: Plan) -> Report:
             streams = (source(fresh(script)) for _ in range(plan.live_streams))
             await asyncio.gather(*(_timed(stream, sink, woolly) for stream in streams))
             together_s[name] += (perf_counter() - start) if index else 0.0
+
+    def rate(name: str) -> float:
+        """Events/s with `plan.live_streams` streams at once."""
+        return together[name].events / together_s[name]
+
     rows = []
     for name, one in alone.items():
         first, chunk, total = (
@@ -109,7 +114,7 @@ async def live_streams(s: Servers, plan: Plan) -> Report:
         many = together[name]
         rows.append(
             f"| {name} | {len(one.total)} | {first:.2f} | {chunk:.2f} | {total:.1f} | "
-            f"{one.events / sum(one.total):,.0f} | {many.events / together_s[name]:,.0f} | "
+            f"{one.events / sum(one.total):,.0f} | {rate(name):,.0f} | "
             f"{one.messages / len(one.total):.0f} / {many.messages / len(many.total):.0f} |"
         )
     table = "\n".join(rows)
@@ -136,9 +141,6 @@ benchmark process with no server: the agent core's own cost.
 Relay cost per chunk over the bare core (p50 whole stream minus the core's, over \
 {LIVE_CHUNKS}): woolly **{per_chunk["woolly"]:.0f} µs**, FastAPI peer \
 **{per_chunk["peer"]:.0f} µs**."""
-
-    def rate(name: str) -> float:
-        return together[name].events / together_s[name]
 
     merged = together[WOOLLY]
     return section, [
